@@ -1,0 +1,1 @@
+//! Phoenix's facility I/O (issue #5): greenhouses over MQTT, heat pumps and meters over Modbus.

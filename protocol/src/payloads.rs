@@ -1,0 +1,363 @@
+//! JSON payloads of protocol v1 (DESIGN.md §4.2), with decoding that rejects
+//! bad input with an error naming the field.
+//!
+//! Every payload carries `ts` (RFC 3339). Decode with [`decode`], which parses
+//! the JSON and then runs the payload's [`Payload::validate`]; anything that
+//! fails is reported and must change nothing on the receiving side.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Upper bound accepted for any single power figure (W): 1 MW. A larger
+/// number in a cap or telemetry is treated as garbage, not as a command.
+pub const MAX_PLAUSIBLE_W: f64 = 1.0e6;
+/// Longest lease a controller may grant (s): one day.
+pub const MAX_LEASE_S: f64 = 86_400.0;
+/// Largest heat figure accepted from a consumer (kW): 1 GW.
+pub const MAX_PLAUSIBLE_KW: f64 = 1.0e6;
+
+/// Why a payload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// Not JSON, or not the shape of the payload (missing field, wrong type).
+    #[error("malformed payload: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Well-formed JSON whose value is out of range.
+    #[error("invalid field `{field}`: {problem}")]
+    Invalid {
+        /// Field name (dotted path for nested fields).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl PayloadError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A payload that can check its own values after parsing.
+pub trait Payload: DeserializeOwned {
+    /// Check ranges and consistency.
+    fn validate(&self) -> Result<(), PayloadError>;
+}
+
+/// Parse and validate a payload.
+pub fn decode<T: Payload>(bytes: &[u8]) -> Result<T, PayloadError> {
+    let value: T = serde_json::from_slice(bytes)?;
+    value.validate()?;
+    Ok(value)
+}
+
+fn check_range(field: &str, v: f64, min: f64, max: f64) -> Result<(), PayloadError> {
+    if !v.is_finite() {
+        return Err(PayloadError::invalid(field, "not a finite number"));
+    }
+    if v < min || v > max {
+        return Err(PayloadError::invalid(
+            field,
+            format!("{v} is outside [{min}, {max}]"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_opt(field: &str, v: Option<f64>, min: f64, max: f64) -> Result<(), PayloadError> {
+    v.map_or(Ok(()), |v| check_range(field, v, min, max))
+}
+
+/// Node telemetry, `node/<node>/telemetry`, agent → controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// When the readings were taken.
+    pub ts: DateTime<Utc>,
+    /// CPU utilisation, 0–1.
+    pub cpu_util: f64,
+    /// Hottest CPU temperature (hwmon), °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_temp_c: Option<f64>,
+    /// Server power (RAPL package + GPUs, or a power model), W.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_w: Option<f64>,
+    /// Cumulative energy counter, J (monotonic while the agent runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
+    /// Cap in force (server total), W; absent when uncapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_w: Option<f64>,
+    /// Memory in use, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used_gib: Option<f64>,
+    /// Memory installed, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_total_gib: Option<f64>,
+    /// Whether the local thermal guard is holding the cap below the
+    /// controller's.
+    #[serde(default)]
+    pub thermal_guard: bool,
+    /// Per-GPU readings.
+    #[serde(default)]
+    pub gpus: Vec<GpuTelemetry>,
+}
+
+/// One GPU's readings inside [`Telemetry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuTelemetry {
+    /// NVML device index.
+    pub index: u32,
+    /// Power draw, W.
+    pub power_w: f64,
+    /// Core temperature, °C.
+    pub temp_c: f64,
+    /// Power management limit in force, W.
+    pub limit_w: f64,
+}
+
+impl Payload for Telemetry {
+    fn validate(&self) -> Result<(), PayloadError> {
+        check_range("cpu_util", self.cpu_util, 0.0, 1.0)?;
+        check_opt("cpu_temp_c", self.cpu_temp_c, -60.0, 200.0)?;
+        check_opt("power_w", self.power_w, 0.0, MAX_PLAUSIBLE_W)?;
+        check_opt("energy_j", self.energy_j, 0.0, f64::MAX)?;
+        check_opt("cap_w", self.cap_w, 0.0, MAX_PLAUSIBLE_W)?;
+        check_opt("mem_used_gib", self.mem_used_gib, 0.0, 1.0e6)?;
+        check_opt("mem_total_gib", self.mem_total_gib, 0.0, 1.0e6)?;
+        for (i, g) in self.gpus.iter().enumerate() {
+            check_range(
+                &format!("gpus[{i}].power_w"),
+                g.power_w,
+                0.0,
+                MAX_PLAUSIBLE_W,
+            )?;
+            check_range(&format!("gpus[{i}].temp_c"), g.temp_c, -60.0, 200.0)?;
+            check_range(
+                &format!("gpus[{i}].limit_w"),
+                g.limit_w,
+                0.0,
+                MAX_PLAUSIBLE_W,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Power cap command, `node/<node>/cap`, controller → agent. QoS 1, never
+/// retained; QoS 1 may deliver twice, so agents apply a given `seq` once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapCommand {
+    /// When the controller issued it.
+    pub ts: DateTime<Utc>,
+    /// Server total cap, W; `null` lifts the controller's cap (hardware and
+    /// configured bounds, and the thermal guard, still apply).
+    pub cap_w: Option<f64>,
+    /// Optional per-GPU caps, W, indexed by NVML device index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_caps_w: Option<Vec<f64>>,
+    /// The cap holds this long unless renewed; afterwards the agent returns
+    /// to its configured safe default.
+    pub lease_s: f64,
+    /// Monotonic sequence number; a command with a `seq` already applied is
+    /// ignored.
+    pub seq: u64,
+}
+
+impl Payload for CapCommand {
+    fn validate(&self) -> Result<(), PayloadError> {
+        check_opt("cap_w", self.cap_w, 0.0, MAX_PLAUSIBLE_W)?;
+        if let Some(caps) = &self.gpu_caps_w {
+            if caps.len() > 64 {
+                return Err(PayloadError::invalid("gpu_caps_w", "more than 64 GPUs"));
+            }
+            for (i, c) in caps.iter().enumerate() {
+                check_range(&format!("gpu_caps_w[{i}]"), *c, 0.0, MAX_PLAUSIBLE_W)?;
+            }
+        }
+        if !(self.lease_s.is_finite() && self.lease_s > 0.0 && self.lease_s <= MAX_LEASE_S) {
+            return Err(PayloadError::invalid(
+                "lease_s",
+                format!("{} is not in (0, {MAX_LEASE_S}]", self.lease_s),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Heat demand, `consumer/<id>/demand`, greenhouse → controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeatDemand {
+    /// When the consumer computed it.
+    pub ts: DateTime<Utc>,
+    /// Heat wanted now, kW.
+    pub demand_kw: f64,
+    /// Optional forecast, kW per step, starting now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_kw: Option<Vec<f64>>,
+    /// Step of the forecast, s (required with `forecast_kw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_s: Option<f64>,
+    /// What a delivered kWh is worth to the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heat_value_per_kwh: Option<f64>,
+    /// Supply temperature the consumer needs, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supply_temp_c: Option<f64>,
+}
+
+impl Payload for HeatDemand {
+    fn validate(&self) -> Result<(), PayloadError> {
+        check_range("demand_kw", self.demand_kw, 0.0, MAX_PLAUSIBLE_KW)?;
+        if let Some(f) = &self.forecast_kw {
+            if f.len() > 10_000 {
+                return Err(PayloadError::invalid(
+                    "forecast_kw",
+                    "more than 10000 steps",
+                ));
+            }
+            for (i, v) in f.iter().enumerate() {
+                check_range(&format!("forecast_kw[{i}]"), *v, 0.0, MAX_PLAUSIBLE_KW)?;
+            }
+            match self.step_s {
+                None => {
+                    return Err(PayloadError::invalid(
+                        "step_s",
+                        "required when forecast_kw is given",
+                    ))
+                }
+                Some(s) => check_range("step_s", s, 1.0, 86_400.0)?,
+            }
+        } else {
+            check_opt("step_s", self.step_s, 1.0, 86_400.0)?;
+        }
+        check_opt("heat_value_per_kwh", self.heat_value_per_kwh, 0.0, 1.0e3)?;
+        check_opt("supply_temp_c", self.supply_temp_c, -20.0, 150.0)?;
+        Ok(())
+    }
+}
+
+/// Indoor climate, `consumer/<id>/climate`, for greenhouses that publish
+/// only their temperature and setpoint; the bridge estimates the demand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Climate {
+    /// When measured.
+    pub ts: DateTime<Utc>,
+    /// Indoor air temperature, °C.
+    pub indoor_c: f64,
+    /// Current heating setpoint, °C.
+    pub setpoint_c: f64,
+    /// Outdoor temperature, °C, if the climate computer knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outdoor_c: Option<f64>,
+}
+
+impl Payload for Climate {
+    fn validate(&self) -> Result<(), PayloadError> {
+        check_range("indoor_c", self.indoor_c, -50.0, 80.0)?;
+        check_range("setpoint_c", self.setpoint_c, -50.0, 80.0)?;
+        check_opt("outdoor_c", self.outdoor_c, -80.0, 70.0)?;
+        Ok(())
+    }
+}
+
+/// Heat offer, `consumer/<id>/offer`, controller → greenhouse, retained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeatOffer {
+    /// When the plan behind it was made.
+    pub ts: DateTime<Utc>,
+    /// Heat the site can deliver now, kW.
+    pub available_kw: f64,
+    /// Planned delivery per step, kW, starting now.
+    pub forecast_kw: Vec<f64>,
+    /// Step of the forecast, s.
+    pub step_s: f64,
+    /// Supply temperature the site delivers at, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supply_temp_c: Option<f64>,
+}
+
+impl Payload for HeatOffer {
+    fn validate(&self) -> Result<(), PayloadError> {
+        check_range("available_kw", self.available_kw, 0.0, MAX_PLAUSIBLE_KW)?;
+        for (i, v) in self.forecast_kw.iter().enumerate() {
+            check_range(&format!("forecast_kw[{i}]"), *v, 0.0, MAX_PLAUSIBLE_KW)?;
+        }
+        check_range("step_s", self.step_s, 1.0, 86_400.0)?;
+        check_opt("supply_temp_c", self.supply_temp_c, -20.0, 150.0)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_command_round_trips() {
+        let json = br#"{"ts":"2026-01-15T06:00:00Z","cap_w":250.5,"lease_s":60,"seq":7}"#;
+        let cap: CapCommand = decode(json).unwrap();
+        assert_eq!(cap.cap_w, Some(250.5));
+        assert_eq!(cap.seq, 7);
+        let again: CapCommand = decode(serde_json::to_vec(&cap).unwrap().as_slice()).unwrap();
+        assert_eq!(cap, again);
+    }
+
+    #[test]
+    fn bad_caps_name_the_field() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "malformed"),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","cap_w":-5,"lease_s":60,"seq":1}"#,
+                "cap_w",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","cap_w":1e12,"lease_s":60,"seq":1}"#,
+                "cap_w",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","cap_w":100,"lease_s":0,"seq":1}"#,
+                "lease_s",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","cap_w":"100","lease_s":5,"seq":1}"#,
+                "malformed",
+            ),
+        ];
+        for (payload, needle) in cases {
+            let err = decode::<CapCommand>(payload).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let missing = decode::<CapCommand>(br#"{"ts":"2026-01-15T06:00:00Z","cap_w":100}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("lease_s"), "{missing}");
+    }
+
+    #[test]
+    fn demand_forecast_needs_a_step() {
+        let err = decode::<HeatDemand>(
+            br#"{"ts":"2026-01-15T06:00:00Z","demand_kw":120,"forecast_kw":[1,2]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("step_s"), "{err}");
+        let ok: HeatDemand = decode(
+            br#"{"ts":"2026-01-15T06:00:00Z","demand_kw":120,"forecast_kw":[1,2],"step_s":900}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.forecast_kw.as_deref(), Some(&[1.0, 2.0][..]));
+    }
+
+    #[test]
+    fn telemetry_rejects_utilisation_above_one() {
+        let err = decode::<Telemetry>(br#"{"ts":"2026-01-15T06:00:00Z","cpu_util":1.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpu_util"), "{err}");
+    }
+}

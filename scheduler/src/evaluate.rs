@@ -1,0 +1,352 @@
+//! The single source of truth for what a plan means: given a snapshot and the
+//! decisions (hosts, on/off, batch cores per step), compute power, heat and
+//! the exact cost of DESIGN.md §2 with the exact interpolated curves, and list
+//! every hard rule the decisions break.
+//!
+//! Every solver's output goes through [`evaluate`] before it is returned, so
+//! the reported objective is always the true cost of the returned plan.
+
+use std::collections::BTreeMap;
+
+use crate::instance::{Instance, EPS};
+use crate::model::{Migration, Objective, Plan, PLAN_SCHEMA};
+
+/// The decisions of a plan, by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decisions {
+    /// Host (server index) of each VM.
+    pub host: Vec<usize>,
+    /// On/off state of each server.
+    pub on: Vec<bool>,
+    /// Cores granted to each VM at each step (batch VMs; interactive VMs
+    /// have an empty vector).
+    pub batch_cores: Vec<Vec<f64>>,
+}
+
+/// What the decisions cost and which rules they break.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Power of each server at each step, W.
+    pub power_w: Vec<Vec<f64>>,
+    /// Utilisation of each server at each step.
+    pub util: Vec<Vec<f64>>,
+    /// Heat delivered by each loop at each step, kW.
+    pub heat_kw: Vec<Vec<f64>>,
+    /// Cost breakdown.
+    pub objective: Objective,
+    /// Hard rules broken, in words; empty for a feasible plan.
+    pub violations: Vec<String>,
+}
+
+impl Evaluation {
+    /// Whether every hard rule holds.
+    pub fn is_feasible(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+fn le(a: f64, b: f64) -> bool {
+    a <= b + EPS * (1.0 + b.abs())
+}
+
+/// Evaluate `d` on `inst`.
+pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
+    let snap = inst.snap;
+    let ns = inst.n_servers();
+    let nv = inst.n_vms();
+    let nt = inst.steps();
+    let step_h = inst.step_h();
+    let mut violations = Vec::new();
+
+    if d.host.len() != nv || d.on.len() != ns || d.batch_cores.len() != nv {
+        violations.push(format!(
+            "decision vectors have the wrong length ({} hosts for {nv} VMs, {} states for {ns} servers)",
+            d.host.len(),
+            d.on.len()
+        ));
+        return Evaluation {
+            power_w: vec![],
+            util: vec![],
+            heat_kw: vec![],
+            objective: Objective::default(),
+            violations,
+        };
+    }
+
+    // Load per server and step, vCPUs and memory per server.
+    let mut load = vec![vec![0.0_f64; nt]; ns];
+    let mut vcpus = vec![0.0_f64; ns];
+    let mut mem = vec![0.0_f64; ns];
+    // (server, image) → number of VMs of that image on that server.
+    let mut image_count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let mut migrations = 0usize;
+
+    for v in 0..nv {
+        let vm = &snap.vms[v];
+        let s = d.host[v];
+        if s >= ns {
+            violations.push(format!("vm {}: host index {s} does not exist", vm.id));
+            continue;
+        }
+        if !d.on[s] {
+            violations.push(format!(
+                "vm {} placed on server {}, which is off",
+                vm.id, snap.servers[s].id
+            ));
+        }
+        if let Some(cur) = inst.vm_host[v] {
+            if cur != s {
+                migrations += 1;
+                if !vm.migratable {
+                    violations.push(format!(
+                        "vm {} is not migratable but moves {} → {}",
+                        vm.id, snap.servers[cur].id, snap.servers[s].id
+                    ));
+                }
+            }
+        }
+        vcpus[s] += f64::from(vm.vcpus);
+        mem[s] += vm.mem_gib;
+        if let Some(i) = inst.vm_image[v] {
+            *image_count.entry((s, i)).or_default() += 1;
+        }
+        if inst.is_batch(v) {
+            let a = &d.batch_cores[v];
+            if a.len() != nt {
+                violations.push(format!(
+                    "vm {}: batch_cores has {} steps, expected {nt}",
+                    vm.id,
+                    a.len()
+                ));
+                continue;
+            }
+            let mut done = 0.0;
+            for (t, &c) in a.iter().enumerate() {
+                if !(c.is_finite() && c >= -EPS && le(c, f64::from(vm.vcpus))) {
+                    violations.push(format!(
+                        "vm {} step {t}: {c} cores outside [0, {}]",
+                        vm.id, vm.vcpus
+                    ));
+                }
+                let c = c.clamp(0.0, f64::from(vm.vcpus));
+                load[s][t] += c;
+                if t < inst.batch_steps[v] {
+                    done += c * step_h;
+                }
+            }
+            if !le(inst.batch_min_core_h[v], done) {
+                violations.push(format!(
+                    "batch vm {}: {done:.4} core-h done before its deadline, {:.4} required",
+                    vm.id, inst.batch_min_core_h[v]
+                ));
+            }
+            if !le(done, inst.batch_max_core_h[v]) {
+                violations.push(format!(
+                    "batch vm {}: {done:.4} core-h done, more than the {:.4} remaining",
+                    vm.id, inst.batch_max_core_h[v]
+                ));
+            }
+        } else {
+            for l in &mut load[s] {
+                *l += inst.vm_fixed_cores[v];
+            }
+        }
+    }
+    for ((s, i), n) in image_count {
+        mem[s] -= (n as f64 - 1.0) * snap.images[i].shared_mem_gib;
+    }
+    if migrations > snap.policy.max_migrations {
+        violations.push(format!(
+            "{migrations} migrations, more than the policy's {}",
+            snap.policy.max_migrations
+        ));
+    }
+
+    let mut switches = 0usize;
+    let mut power_w = vec![vec![0.0_f64; nt]; ns];
+    let mut util = vec![vec![0.0_f64; nt]; ns];
+    for s in 0..ns {
+        let srv = &snap.servers[s];
+        if d.on[s] != srv.on {
+            switches += 1;
+            if !srv.can_switch {
+                violations.push(format!(
+                    "server {} cannot be switched but the plan turns it {}",
+                    srv.id,
+                    if d.on[s] { "on" } else { "off" }
+                ));
+            }
+        }
+        if !d.on[s] {
+            power_w[s].fill(srv.off_w);
+            continue;
+        }
+        let cores = f64::from(srv.cores);
+        if !le(vcpus[s], cores * snap.policy.cpu_overcommit) {
+            violations.push(format!(
+                "server {}: {} vCPUs exceed {} cores × overcommit {}",
+                srv.id, vcpus[s], srv.cores, snap.policy.cpu_overcommit
+            ));
+        }
+        if !le(mem[s], srv.mem_gib) {
+            violations.push(format!(
+                "server {}: {:.3} GiB of memory needed (after image sharing), {} GiB installed",
+                srv.id, mem[s], srv.mem_gib
+            ));
+        }
+        for t in 0..nt {
+            let u = load[s][t] / cores;
+            if !le(u, 1.0) {
+                violations.push(format!(
+                    "server {} step {t}: utilisation {u:.4} above 1",
+                    srv.id
+                ));
+            }
+            let p = inst.curve[s].power_w(u);
+            if !le(p, inst.p_max_w[s]) {
+                violations.push(format!(
+                    "server {} step {t}: {p:.2} W gives {:.2} °C, above its limit {} °C",
+                    srv.id,
+                    srv.inlet_c + srv.r_k_per_w * p,
+                    srv.temp_limit_c
+                ));
+            }
+            util[s][t] = u;
+            power_w[s][t] = p;
+        }
+    }
+
+    let mut heat_kw = vec![vec![0.0_f64; nt]; snap.loops.len()];
+    let mut recovered = vec![vec![0.0_f64; nt]; snap.loops.len()];
+    for s in 0..ns {
+        if let Some(l) = inst.server_loop[s] {
+            let r = snap.servers[s].recovery;
+            for t in 0..nt {
+                recovered[l][t] += r * power_w[s][t] / 1000.0;
+            }
+        }
+    }
+    let mut obj = Objective {
+        migrations,
+        switches,
+        ..Objective::default()
+    };
+    for (l, lp) in snap.loops.iter().enumerate() {
+        for t in 0..nt {
+            let h = recovered[l][t].min(lp.demand_kw[t]).min(lp.max_kw).max(0.0);
+            heat_kw[l][t] = h;
+            obj.heat_delivered_kwh += h * step_h;
+            obj.heat_value += lp.heat_value_per_kwh * h * step_h;
+        }
+    }
+    for t in 0..nt {
+        let total_w: f64 = power_w.iter().map(|p| p[t]).sum();
+        let kwh = total_w * snap.step_s / 3.6e6;
+        obj.energy_kwh += kwh;
+        obj.energy_cost += snap.electricity_price_per_kwh[t] * kwh;
+    }
+    obj.cost = obj.energy_cost - obj.heat_value
+        + snap.policy.migration_cost * migrations as f64
+        + snap.policy.switch_cost * switches as f64;
+
+    Evaluation {
+        power_w,
+        util,
+        heat_kw,
+        objective: obj,
+        violations,
+    }
+}
+
+/// Turn evaluated decisions into the plan contract.
+pub fn to_plan(
+    inst: &Instance<'_>,
+    d: &Decisions,
+    ev: &Evaluation,
+    solver: &str,
+    solve_ms: f64,
+) -> Plan {
+    let snap = inst.snap;
+    let mut plan = Plan {
+        schema: PLAN_SCHEMA.to_string(),
+        placements: BTreeMap::new(),
+        servers_on: BTreeMap::new(),
+        batch_cores: BTreeMap::new(),
+        power_w: BTreeMap::new(),
+        heat_kw: BTreeMap::new(),
+        migrations: Vec::new(),
+        objective: ev.objective.clone(),
+        lower_bound: None,
+        baseline_cost: None,
+        solver: solver.to_string(),
+        solve_ms,
+    };
+    for (v, vm) in snap.vms.iter().enumerate() {
+        let to = &snap.servers[d.host[v]].id;
+        plan.placements.insert(vm.id.clone(), to.clone());
+        if inst.is_batch(v) {
+            plan.batch_cores
+                .insert(vm.id.clone(), d.batch_cores[v].clone());
+        }
+        if let Some(cur) = inst.vm_host[v] {
+            if cur != d.host[v] {
+                plan.migrations.push(Migration {
+                    vm: vm.id.clone(),
+                    from: snap.servers[cur].id.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+    }
+    for (s, srv) in snap.servers.iter().enumerate() {
+        plan.servers_on.insert(srv.id.clone(), d.on[s]);
+        plan.power_w.insert(srv.id.clone(), ev.power_w[s].clone());
+    }
+    for (l, lp) in snap.loops.iter().enumerate() {
+        plan.heat_kw.insert(lp.id.clone(), ev.heat_kw[l].clone());
+    }
+    plan
+}
+
+/// Resolve a plan's id-keyed decisions back into [`Decisions`], for checking
+/// a plan produced elsewhere (a test, the API, a stored file).
+pub fn decisions_of(inst: &Instance<'_>, plan: &Plan) -> Result<Decisions, String> {
+    let snap = inst.snap;
+    let mut host = Vec::with_capacity(inst.n_vms());
+    let mut batch_cores = Vec::with_capacity(inst.n_vms());
+    for (v, vm) in snap.vms.iter().enumerate() {
+        let h = plan
+            .placements
+            .get(&vm.id)
+            .ok_or_else(|| format!("plan places no host for vm {}", vm.id))?;
+        let s = *inst
+            .server_index
+            .get(h.as_str())
+            .ok_or_else(|| format!("plan places vm {} on unknown server {h}", vm.id))?;
+        host.push(s);
+        if inst.is_batch(v) {
+            batch_cores.push(
+                plan.batch_cores
+                    .get(&vm.id)
+                    .cloned()
+                    .ok_or_else(|| format!("plan has no batch_cores for vm {}", vm.id))?,
+            );
+        } else {
+            batch_cores.push(Vec::new());
+        }
+    }
+    let mut on = Vec::with_capacity(inst.n_servers());
+    for srv in &snap.servers {
+        on.push(
+            *plan
+                .servers_on
+                .get(&srv.id)
+                .ok_or_else(|| format!("plan has no on/off state for server {}", srv.id))?,
+        );
+    }
+    Ok(Decisions {
+        host,
+        on,
+        batch_cores,
+    })
+}

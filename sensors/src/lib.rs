@@ -1,0 +1,1 @@
+//! Phoenix's node interface (issue #4): reading and capping a server's power.

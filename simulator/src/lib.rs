@@ -1,0 +1,1 @@
+//! Phoenix's digital twin (issue #3): capacity-planning simulation.
