@@ -5,4 +5,5 @@
 //! - [`influx`]: the time-series writer (InfluxDB `/api/v2/write`), batched,
 //!   with a bounded buffer that never blocks the control loop.
 
+pub mod controller;
 pub mod influx;
