@@ -1,6 +1,9 @@
 //! The controller: the site's state, its HTTP API and web page, and its
 //! metrics. (The control loop that feeds them is built on these pieces.)
 
+pub mod actuator;
 pub mod api;
+pub mod config;
 pub mod metrics;
+pub mod snapshot;
 pub mod state;
