@@ -208,7 +208,7 @@ impl Node {
         node.applied_cpu = vec![None; node.cpu_slots()];
         node.applied_gpu = vec![None; node.gpu_ranges_mw.len()];
         for line in node.probe().absent {
-            info!(sysfs_root = %node.sysfs.root().display(), "Interface absent: {line}.");
+            info!(sysfs_root = %node.sysfs.root().display(), interface = %line, "Interface absent.");
         }
         node
     }
