@@ -85,3 +85,112 @@ pub fn test_config(dir: &std::path::Path) -> AgentConfig {
     cfg.gpu.enabled = false;
     cfg
 }
+
+/// An MQTT peer for tests: a rumqttc client whose received messages land in
+/// a channel.
+pub struct Peer {
+    pub client: rumqttc::AsyncClient,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+}
+
+impl Peer {
+    /// Connect to `port` on 127.0.0.1 and subscribe to `filters` (QoS 1);
+    /// returns once the subscriptions are acknowledged.
+    pub async fn connect(port: u16, filters: &[&str]) -> Peer {
+        use rumqttc::{Event, MqttOptions, Packet, QoS};
+        let id = format!("test-peer-{}", testkit::free_port());
+        let (client, mut eventloop) =
+            rumqttc::AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let mut pending = filters.len();
+        for f in filters {
+            client
+                .subscribe(*f, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        if pending == 0 {
+            if let Some(t) = ready_tx.take() {
+                let _ = t.send(());
+            }
+        }
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        pending = pending.saturating_sub(1);
+                        if pending == 0 {
+                            if let Some(t) = ready_tx.take() {
+                                let _ = t.send(());
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) if pending == 0 => {
+                        if let Some(t) = ready_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), ready_rx)
+            .await
+            .expect("peer connected in time")
+            .expect("peer ready");
+        Peer { client, rx }
+    }
+
+    /// Publish a (non-retained, QoS 1) message.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish");
+    }
+
+    /// The next message on `topic` for which `pred` holds, within `timeout`.
+    pub async fn next_matching(
+        &mut self,
+        topic: &str,
+        timeout: std::time::Duration,
+        mut pred: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some((t, p, _))) if t == topic && pred(&p) => return Some(p),
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub async fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A cap command payload.
+pub fn cap_json(seq: u64, cap_w: Option<f64>, lease_s: f64) -> String {
+    let cap = cap_w.map_or("null".to_owned(), |c| c.to_string());
+    format!(r#"{{"ts":"2026-01-15T06:00:00Z","cap_w":{cap},"lease_s":{lease_s},"seq":{seq}}}"#)
+}
