@@ -56,13 +56,23 @@ impl FakeSysfs {
         fs::write(&p, format!("{}\n", value.to_string())).expect("write");
     }
 
-    /// Read the integer in `rel`.
+    /// Read the integer in `rel`. A plain file, unlike a sysfs attribute, can
+    /// be seen half-written while another process writes it: an empty or
+    /// partial read is retried briefly.
     pub fn read(&self, rel: &str) -> u64 {
         let p = self.path(rel);
-        let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{} holds {text:?}", p.display()))
+        let mut last = String::new();
+        for _ in 0..100 {
+            match fs::read_to_string(&p) {
+                Ok(text) => match text.trim().parse() {
+                    Ok(v) => return v,
+                    Err(_) => last = text,
+                },
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("{} holds {last:?}", p.display())
     }
 
     /// `sys/class/hwmon/hwmon{n}` named `name` with the given sensors.
