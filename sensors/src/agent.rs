@@ -26,6 +26,8 @@ use crate::state::{StateError, StateFile};
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Largest MQTT packet accepted or sent (a cap for 64 GPUs is ~2 KiB).
+const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for `offline` to reach the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -184,6 +186,7 @@ pub async fn run(
     let mut mqtt = MqttOptions::new(format!("phoenix-agent-{}-{node_id}", opts.site), host, port);
     mqtt.set_keep_alive(Duration::from_secs(5));
     mqtt.set_clean_session(true);
+    mqtt.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     mqtt.set_last_will(LastWill::new(
         &status_topic,
         STATUS_OFFLINE,
@@ -405,6 +408,19 @@ async fn poll_loop(
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
+            Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size_bytes),
+            ))) => {
+                // rumqttc drops the connection on an oversized packet; the
+                // clean session discards it, so it is not redelivered.
+                let count = bump(&stats.bad_payloads);
+                warn!(
+                    size_bytes,
+                    max_bytes = MAX_PACKET_BYTES,
+                    count,
+                    "Oversized MQTT packet refused; nothing changed, reconnecting."
+                );
+            }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; retrying.");
                 tokio::time::sleep(backoff).await;

@@ -129,6 +129,7 @@ pub struct Node {
     energy_j: f64,
     last_read: Option<Instant>,
     util_samples: u32,
+    reported_errors: std::collections::HashSet<String>,
 }
 
 fn energy_counter_capable(zones: &[RaplZone]) -> Vec<(RaplZone, EnergyCounter)> {
@@ -203,6 +204,7 @@ impl Node {
             energy_j: 0.0,
             last_read: None,
             util_samples: 0,
+            reported_errors: Default::default(),
         };
         node.originals = node.current_values();
         node.applied_cpu = vec![None; node.cpu_slots()];
@@ -539,6 +541,15 @@ impl Node {
         for i in 0..self.gpu_ranges_mw.len() {
             self.apply_gpu(i as u32, targets.gpu_w.get(i).copied().flatten(), &mut rep);
         }
+        // A failing write (no root, a read-only attribute) fails every pass:
+        // say so once per distinct error, then only at debug level.
+        for e in &rep.errors {
+            if self.reported_errors.insert(e.clone()) {
+                warn!(error = %e, "Actuation failed; will keep trying.");
+            } else {
+                debug!(error = %e, "Actuation failed again.");
+            }
+        }
         rep
     }
 
@@ -731,9 +742,7 @@ fn step<E: Shown>(
     }
     if drifted || (!settled && current != Some(target)) {
         if let Err(e) = write(target) {
-            let msg = e.shown();
-            warn!(file = what, value = target, error = %msg, "Write failed.");
-            rep.errors.push(msg);
+            rep.errors.push(e.shown());
             return;
         }
         rep.writes += 1;

@@ -315,3 +315,47 @@ async fn caps_still_arrive_after_a_broker_restart() {
     assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn an_oversized_payload_changes_nothing_and_the_agent_recovers() {
+    let (broker, fake, dir, agent, peer) = setup(|_| {}).await;
+    let huge = format!(
+        r#"{{"ts":"2026-01-15T06:00:00Z","cap_w":1,"lease_s":10,"seq":1,"pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    // rumqttc would refuse to send it: mosquitto_pub does.
+    let file = dir.path().join("huge.json");
+    std::fs::write(&file, huge).unwrap();
+    let st = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", &topics().node_cap(NODE), "-f"])
+        .arg(&file)
+        .status()
+        .expect("mosquitto_pub");
+    assert!(st.success());
+    assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
+    // The client drops the oversized packet (and the connection); it
+    // reconnects and obeys the next command.
+    assert!(eventually(5 * SECOND, || agent.count(|s| &s.bad_payloads) == 1).await);
+    assert!(eventually(10 * SECOND, || agent.count(|s| &s.connections) >= 2).await);
+    assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
+    let mut applied = false;
+    for seq in 2..20 {
+        peer.publish(&topics().node_cap(NODE), cap_json(seq, Some(200.0), 10.0))
+            .await;
+        if eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied, "the agent obeys again after the oversized payload");
+    agent.stop().await.unwrap();
+}

@@ -216,3 +216,25 @@ fn originals_from_a_state_file_are_written_back_and_kept() {
     node.restore();
     assert_eq!(fake.read(RAPL1), RAPL_ORIGINAL_UW);
 }
+
+#[test]
+fn a_write_that_fails_is_reported_and_the_rest_still_applied() {
+    let fake = rapl_server();
+    let mut node = Node::open(fake.sysfs(), AgentConfig::default(), no_gpu(), false);
+    // The second package's limit becomes unwritable (a directory stands in
+    // for an attribute the kernel refuses).
+    let p = fake.path(RAPL1);
+    std::fs::remove_file(&p).unwrap();
+    std::fs::create_dir(&p).unwrap();
+    let rep = node.apply(&targets(Some(160.0), vec![]));
+    assert_eq!(fake.read(RAPL0), 80_000_000);
+    assert!(!rep.errors.is_empty());
+    assert!(
+        rep.errors.iter().any(|e| e.contains("intel-rapl:1")),
+        "{:?}",
+        rep.errors
+    );
+    // Restoring still brings back what can be restored.
+    node.restore();
+    assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
+}
