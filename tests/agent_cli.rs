@@ -151,6 +151,21 @@ fn exit_code(child: &mut ChildGuard) -> Option<i32> {
     None
 }
 
+/// Publish a cap and assert that package 0's RAPL limit becomes `uw`
+/// within a second.
+fn cap_applied(broker: &Mosquitto, s: &Setup, seq: u64, cap_w: f64, lease_s: f64, uw: u64) {
+    publish(
+        broker.port(),
+        &cap_topic(),
+        &cap_json(seq, Some(cap_w), lease_s),
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || s.fake.read(RAPL0) == uw),
+        "cap {cap_w} W (seq {seq}) not applied: {}",
+        s.fake.read(RAPL0)
+    );
+}
+
 fn cap_topic() -> String {
     Topics::new(SITE).node_cap(NODE)
 }
@@ -174,8 +189,7 @@ fn sigterm_restores_the_files_publishes_offline_and_exits_zero() {
         .contains("Cap command refused")));
     assert!(s.log_text("agent.log").contains("malformed payload"));
     assert_eq!(s.fake.read(RAPL0), RAPL_ORIGINAL_UW);
-    publish(broker.port(), &cap_topic(), &cap_json(1, Some(200.0), 60.0));
-    assert!(wait_until(Duration::from_secs(1), || s.fake.read(RAPL0) == 80_000_000));
+    cap_applied(&broker, &s, 1, 200.0, 60.0, 80_000_000);
     signal(&agent, "-TERM");
     assert_eq!(
         exit_code(&mut agent),
@@ -196,8 +210,7 @@ fn sigint_also_restores_and_exits_zero() {
     let s = Setup::new();
     let mut agent = s.spawn(&broker.url(), "agent.log", &[]);
     assert!(status_is(broker.port(), "online"));
-    publish(broker.port(), &cap_topic(), &cap_json(1, Some(120.0), 60.0));
-    assert!(wait_until(Duration::from_secs(1), || s.fake.read(RAPL0) == 40_000_000));
+    cap_applied(&broker, &s, 1, 120.0, 60.0, 40_000_000);
     signal(&agent, "-INT");
     assert_eq!(exit_code(&mut agent), Some(0));
     assert_eq!(s.fake.read(RAPL0), RAPL_ORIGINAL_UW);
@@ -210,12 +223,7 @@ fn a_restart_after_sigkill_restores_originals_from_the_state_file() {
     let s = Setup::new();
     let mut first = s.spawn(&broker.url(), "first.log", &[]);
     assert!(status_is(broker.port(), "online"));
-    publish(
-        broker.port(),
-        &cap_topic(),
-        &cap_json(1, Some(200.0), 600.0),
-    );
-    assert!(wait_until(Duration::from_secs(1), || s.fake.read(RAPL0) == 80_000_000));
+    cap_applied(&broker, &s, 1, 200.0, 600.0, 80_000_000);
     signal(&first, "-KILL");
     exit_code(&mut first);
     // The crash left the cap in place, the state file behind, and the last
@@ -232,12 +240,7 @@ fn a_restart_after_sigkill_restores_originals_from_the_state_file() {
         .log_text("second.log")
         .contains("restored them from its state file"));
     // Its originals are the true ones: a cap and a clean stop come back to them.
-    publish(
-        broker.port(),
-        &cap_topic(),
-        &cap_json(1, Some(200.0), 600.0),
-    );
-    assert!(wait_until(Duration::from_secs(1), || s.fake.read(RAPL0) == 80_000_000));
+    cap_applied(&broker, &s, 1, 200.0, 600.0, 80_000_000);
     signal(&second, "-TERM");
     assert_eq!(exit_code(&mut second), Some(0));
     assert_eq!(s.fake.read(RAPL0), RAPL_ORIGINAL_UW);

@@ -64,6 +64,21 @@ fn start(
     }
 }
 
+/// Publish a cap and assert that package 0's RAPL limit becomes `uw`
+/// within a second.
+async fn cap_applied(peer: &Peer, fake: &FakeSysfs, seq: u64, cap_w: f64, lease_s: f64, uw: u64) {
+    peer.publish(
+        &topics().node_cap(NODE),
+        cap_json(seq, Some(cap_w), lease_s),
+    )
+    .await;
+    assert!(
+        eventually(SECOND, || fake.read(RAPL0) == uw).await,
+        "cap {cap_w} W (seq {seq}) not applied: {}",
+        fake.read(RAPL0)
+    );
+}
+
 fn topics() -> Topics {
     Topics::new(SITE)
 }
@@ -96,10 +111,8 @@ async fn setup(
 #[ignore = "needs mosquitto"]
 async fn a_cap_changes_the_files_within_a_second() {
     let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 10.0))
-        .await;
     // (200 − 40 W platform) / 2 packages = 80 W each.
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 10.0, 80_000_000).await;
     assert_eq!(fake.read(RAPL1), 80_000_000);
     assert_eq!(agent.count(|s| &s.caps_accepted), 1);
     agent.stop().await.unwrap();
@@ -129,9 +142,7 @@ async fn telemetry_reports_hwmon_temperature_and_the_cap_in_force() {
 #[ignore = "needs mosquitto"]
 async fn lease_expiry_restores_the_files() {
     let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 1.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 1.0, 80_000_000).await;
     assert!(eventually(3 * SECOND, || fake.read(RAPL0) == RAPL_ORIGINAL_UW).await);
     assert_eq!(fake.read(RAPL1), RAPL_ORIGINAL_UW);
     assert_eq!(agent.count(|s| &s.lease_expiries), 1);
@@ -144,9 +155,7 @@ async fn lease_expiry_holds_the_configured_safe_cap() {
     let (_broker, fake, _dir, agent, peer) = setup(|c| c.caps.safe_cap_w = Some(100.0)).await;
     // From the start the safe cap holds: (100 − 40)/2 = 30 W per package.
     assert!(eventually(SECOND, || fake.read(RAPL0) == 30_000_000).await);
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(300.0), 1.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 130_000_000).await);
+    cap_applied(&peer, &fake, 1, 300.0, 1.0, 130_000_000).await;
     assert!(eventually(3 * SECOND, || fake.read(RAPL0) == 30_000_000).await);
     agent.stop().await.unwrap();
     assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW, "originals on exit");
@@ -157,9 +166,7 @@ async fn lease_expiry_holds_the_configured_safe_cap() {
 async fn the_thermal_guard_acts_on_a_hot_reading() {
     let (_broker, fake, _dir, agent, mut peer) = setup(|_| {}).await;
     // The controller allows 300 W; the package nears its 90 °C max.
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(300.0), 30.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 130_000_000).await);
+    cap_applied(&peer, &fake, 1, 300.0, 30.0, 130_000_000).await;
     fake.set_temp(2, 1, 86_000);
     // Guard level: 10 + 0.3 × (300 − 10) = 97 W → 48.5 W per package.
     assert!(eventually(SECOND, || fake.read(RAPL0) == 48_500_000).await);
@@ -183,9 +190,7 @@ async fn the_thermal_guard_acts_on_a_hot_reading() {
 #[ignore = "needs mosquitto"]
 async fn a_drifted_value_is_reapplied() {
     let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 30.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 30.0, 80_000_000).await;
     fake.write(RAPL1, 150_000_000); // another daemon raises the limit
     assert!(eventually(SECOND, || fake.read(RAPL1) == 80_000_000).await);
     assert!(agent.count(|s| &s.drift_reapplied) >= 1);
@@ -222,9 +227,7 @@ async fn bad_payloads_change_nothing_and_are_counted() {
     assert_eq!(fake.read(RAPL1), RAPL_ORIGINAL_UW);
     assert_eq!(agent.count(|s| &s.caps_accepted), 0);
     // The agent still obeys a good command afterwards.
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 10.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 10.0, 80_000_000).await;
     agent.stop().await.unwrap();
 }
 
@@ -232,9 +235,7 @@ async fn bad_payloads_change_nothing_and_are_counted() {
 #[ignore = "needs mosquitto"]
 async fn a_repeated_seq_is_applied_once() {
     let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
-    peer.publish(&topics().node_cap(NODE), cap_json(7, Some(200.0), 10.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 7, 200.0, 10.0, 80_000_000).await;
     // A redelivery of seq 7 (with a different body, to see it ignored).
     peer.publish(&topics().node_cap(NODE), cap_json(7, Some(300.0), 10.0))
         .await;
@@ -249,9 +250,7 @@ async fn shutdown_restores_the_files_and_publishes_offline() {
     let (broker, fake, dir, agent, peer) = setup(|_| {}).await;
     let state = dir.path().join("agent-state.json");
     assert!(state.exists(), "originals persisted before any cap");
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 60.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 60.0, 80_000_000).await;
     agent.stop().await.unwrap();
     assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
     assert_eq!(fake.read(RAPL1), RAPL_ORIGINAL_UW);
@@ -310,9 +309,7 @@ async fn caps_still_arrive_after_a_broker_restart() {
         .next_matching(&topics().node_status(NODE), 5 * SECOND, |p| p == b"online")
         .await
         .is_some());
-    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(200.0), 10.0))
-        .await;
-    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    cap_applied(&peer, &fake, 1, 200.0, 10.0, 80_000_000).await;
     agent.stop().await.unwrap();
 }
 
