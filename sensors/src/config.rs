@@ -109,6 +109,8 @@ pub struct ThermalConfig {
     pub hysteresis_c: f64,
     /// Guard level within each actuator's range, 0–1.
     pub guard_fraction: f64,
+    /// Step down of the guard level per control tick while still hot, 0–1.
+    pub guard_step: f64,
     /// GPU temperature limit, °C.
     pub gpu_limit_c: f64,
 }
@@ -123,6 +125,7 @@ impl Default for ThermalConfig {
             margin_c: 5.0,
             hysteresis_c: 5.0,
             guard_fraction: 0.3,
+            guard_step: 0.05,
             gpu_limit_c: 87.0,
         }
     }
@@ -236,6 +239,7 @@ impl AgentConfig {
         non_negative("thermal.margin_c", self.thermal.margin_c, 100.0)?;
         non_negative("thermal.hysteresis_c", self.thermal.hysteresis_c, 100.0)?;
         non_negative("thermal.guard_fraction", self.thermal.guard_fraction, 1.0)?;
+        non_negative("thermal.guard_step", self.thermal.guard_step, 1.0)?;
         positive("thermal.gpu_limit_c", self.thermal.gpu_limit_c, 200.0)?;
         Ok(())
     }

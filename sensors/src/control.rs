@@ -5,8 +5,11 @@
 //!
 //! Rules, in order of precedence:
 //! 1. the **thermal guard**: when a temperature reaches its limit − margin,
-//!    every actuator is held at or below its guard level at once, whatever
-//!    the controller said, until every temperature is below
+//!    every actuator is held at once at or below its guard level
+//!    (min + `guard_fraction` × range), whatever the controller said; while a
+//!    temperature stays at or above that point the level steps down by
+//!    `guard_step` of the range per control tick, to the hardware minimum;
+//!    the guard releases when every temperature is below
 //!    limit − margin − hysteresis;
 //! 2. the controller's **lease**: a cap holds for `lease_s` after it arrives;
 //!    with no renewal the configured safe cap (or the originals) come back;
@@ -85,6 +88,8 @@ pub struct ControlConfig {
     pub hysteresis_c: f64,
     /// Guard level within each range, 0–1.
     pub guard_fraction: f64,
+    /// Guard level step down per control tick while still hot, 0–1.
+    pub guard_step: f64,
 }
 
 impl From<&AgentConfig> for ControlConfig {
@@ -97,6 +102,7 @@ impl From<&AgentConfig> for ControlConfig {
             margin_c: c.thermal.margin_c,
             hysteresis_c: c.thermal.hysteresis_c,
             guard_fraction: c.thermal.guard_fraction,
+            guard_step: c.thermal.guard_step,
         }
     }
 }
@@ -177,7 +183,8 @@ pub struct Controller {
     caps: Capabilities,
     lease: Option<Lease>,
     last_seq: Option<u64>,
-    guard: bool,
+    /// The guard's level as a fraction of each range, when engaged.
+    guard: Option<f64>,
 }
 
 impl Controller {
@@ -188,7 +195,7 @@ impl Controller {
             caps,
             lease: None,
             last_seq: None,
-            guard: false,
+            guard: None,
         }
     }
 
@@ -199,7 +206,7 @@ impl Controller {
 
     /// Whether the thermal guard is engaged.
     pub fn guard_engaged(&self) -> bool {
-        self.guard
+        self.guard.is_some()
     }
 
     /// Time left on the lease at `now`, if one runs.
@@ -252,18 +259,24 @@ impl Controller {
         }
     }
 
-    /// Feed the latest temperatures; engages or releases the guard.
+    /// Feed the latest temperatures (once per control tick): engages the
+    /// guard, steps it down while still hot, or releases it.
     pub fn on_temperatures(&mut self, temps: &[Thermal]) -> Option<Event> {
-        if !self.guard {
-            let hot = temps
-                .iter()
-                .find(|t| t.temp_c >= t.limit_c - self.cfg.margin_c)?;
-            self.guard = true;
+        let hot = temps
+            .iter()
+            .find(|t| t.temp_c >= t.limit_c - self.cfg.margin_c);
+        let Some(level) = self.guard else {
+            let hot = hot?;
+            self.guard = Some(self.cfg.guard_fraction);
             return Some(Event::GuardEngaged {
                 source: hot.source.clone(),
                 temp_c: hot.temp_c,
                 limit_c: hot.limit_c,
             });
+        };
+        if hot.is_some() {
+            self.guard = Some((level - self.cfg.guard_step).max(0.0));
+            return None;
         }
         let release = self.cfg.margin_c + self.cfg.hysteresis_c;
         let headroom_c = temps
@@ -272,7 +285,7 @@ impl Controller {
             .fold(f64::INFINITY, f64::min);
         // With no readings at all the guard holds: silence is not coolness.
         if !temps.is_empty() && headroom_c > release {
-            self.guard = false;
+            self.guard = None;
             return Some(Event::GuardReleased { headroom_c });
         }
         None
@@ -303,13 +316,13 @@ impl Controller {
             .caps
             .cpu
             .and_then(|range| server.map(|s| range.clamp(s - self.cfg.platform_w - gpu_budget_w)));
-        if self.guard {
+        if let Some(fraction) = self.guard {
             if let Some(range) = self.caps.cpu {
-                let level = range.at(self.cfg.guard_fraction);
+                let level = range.at(fraction);
                 cpu_w = Some(cpu_w.map_or(level, |w| w.min(level)));
             }
             for (g, w) in self.caps.gpus.iter().zip(gpu_w.iter_mut()) {
-                let level = g.range.at(self.cfg.guard_fraction);
+                let level = g.range.at(fraction);
                 *w = Some(w.map_or(level, |v| v.min(level)));
             }
         }
@@ -329,7 +342,7 @@ impl Controller {
             cpu_w,
             gpu_w,
             server_cap_w,
-            guard: self.guard,
+            guard: self.guard.is_some(),
         }
     }
 }
@@ -347,6 +360,7 @@ mod tests {
             margin_c: 5.0,
             hysteresis_c: 5.0,
             guard_fraction: 0.5,
+            guard_step: 0.25,
         }
     }
 
@@ -512,17 +526,34 @@ mod tests {
         assert_eq!(t.cpu_w, Some(110.0));
         assert_eq!(t.gpu_w, vec![Some(200.0)]);
         assert!(t.guard);
-        // Cooling a little is not enough (hysteresis) …
+        // Cooling a little is not enough (hysteresis), nor is silence.
         assert_eq!(c.on_temperatures(&hot(81.0)), None);
-        assert!(c.guard_engaged());
-        // … and no readings keep it engaged.
         assert_eq!(c.on_temperatures(&[]), None);
+        assert_eq!(c.targets().cpu_w, Some(110.0), "held, not stepped");
         // Below limit − margin − hysteresis = 80 °C it lets go.
         assert!(matches!(
             c.on_temperatures(&hot(79.5)),
             Some(Event::GuardReleased { .. })
         ));
         assert_eq!(c.targets().cpu_w, None);
+    }
+
+    #[test]
+    fn a_guard_that_does_not_cool_steps_down_to_the_hardware_minimum() {
+        let t0 = Instant::now();
+        let mut c = Controller::new(cfg(), caps());
+        c.on_command(t0, &cmd(1, Some(400.0), 60.0)); // CPU 60 W, below the 110 W guard level
+        c.on_temperatures(&hot(88.0));
+        assert_eq!(c.targets().cpu_w, Some(60.0));
+        c.on_temperatures(&hot(88.0)); // 0.25 → 65 W: the 60 W cap still rules
+        assert_eq!(c.targets().cpu_w, Some(60.0));
+        c.on_temperatures(&hot(88.0)); // 0.0 → the minimum
+        assert_eq!(c.targets().cpu_w, Some(20.0));
+        assert_eq!(c.targets().gpu_w, vec![Some(100.0)]);
+        c.on_temperatures(&hot(88.0));
+        assert_eq!(c.targets().cpu_w, Some(20.0), "never below the minimum");
+        c.on_temperatures(&hot(60.0));
+        assert_eq!(c.targets().cpu_w, Some(60.0), "the controller's cap again");
     }
 
     #[test]

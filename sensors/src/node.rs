@@ -173,8 +173,16 @@ impl Node {
         let (gpu, gpu_status, gpu_ranges_mw) = match gpu {
             Ok(backend) => match backend.device_count() {
                 Ok(n) => {
+                    // A device whose constraints cannot be read is read but
+                    // never capped: its range collapses to its current limit.
                     let ranges: Vec<(u32, u32)> = (0..n)
-                        .map(|i| backend.power_limit_constraints_mw(i).unwrap_or((0, 0)))
+                        .map(|i| {
+                            backend.power_limit_constraints_mw(i).unwrap_or_else(|e| {
+                                warn!(gpu = i, error = %e, "GPU limit constraints unreadable; it will not be capped.");
+                                let now = backend.power_limit_mw(i).unwrap_or(0);
+                                (now, now)
+                            })
+                        })
                         .collect();
                     (
                         Some(backend.clone()),
@@ -630,6 +638,9 @@ impl Node {
             return;
         };
         let (min, max) = self.gpu_ranges_mw[i as usize];
+        if max == 0 {
+            return;
+        }
         let original = self
             .originals
             .gpu_mw

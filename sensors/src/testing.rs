@@ -49,11 +49,12 @@ impl FakeSysfs {
         self.dir.path().join(rel)
     }
 
-    /// Write `value` to `rel`, creating directories.
+    /// Write `value` to `rel`, creating directories. The write is atomic
+    /// (like a sysfs attribute's), so a running agent never reads it torn.
     pub fn write(&self, rel: &str, value: impl ToString) {
         let p = self.path(rel);
-        fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
-        fs::write(&p, format!("{}\n", value.to_string())).expect("write");
+        crate::sysfs::write_atomic(&p, format!("{}\n", value.to_string()).as_bytes())
+            .expect("write");
     }
 
     /// Read the integer in `rel`. A plain file, unlike a sysfs attribute, can

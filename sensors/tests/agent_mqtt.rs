@@ -164,7 +164,8 @@ async fn lease_expiry_holds_the_configured_safe_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn the_thermal_guard_acts_on_a_hot_reading() {
-    let (_broker, fake, _dir, agent, mut peer) = setup(|_| {}).await;
+    // No stepping, to see the first guard level and the hysteresis.
+    let (_broker, fake, _dir, agent, mut peer) = setup(|c| c.thermal.guard_step = 0.0).await;
     // The controller allows 300 W; the package nears its 90 °C max.
     cap_applied(&peer, &fake, 1, 300.0, 30.0, 130_000_000).await;
     fake.set_temp(2, 1, 86_000);
@@ -193,7 +194,7 @@ async fn a_drifted_value_is_reapplied() {
     cap_applied(&peer, &fake, 1, 200.0, 30.0, 80_000_000).await;
     fake.write(RAPL1, 150_000_000); // another daemon raises the limit
     assert!(eventually(SECOND, || fake.read(RAPL1) == 80_000_000).await);
-    assert!(agent.count(|s| &s.drift_reapplied) >= 1);
+    assert!(eventually(SECOND, || agent.count(|s| &s.drift_reapplied) >= 1).await);
     agent.stop().await.unwrap();
 }
 
@@ -354,5 +355,19 @@ async fn an_oversized_payload_changes_nothing_and_the_agent_recovers() {
         }
     }
     assert!(applied, "the agent obeys again after the oversized payload");
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn a_guard_that_does_not_cool_steps_down_to_the_floor() {
+    let (_broker, fake, _dir, agent, _peer) = setup(|_| {}).await;
+    fake.set_temp(2, 2, 89_000); // Core 0, limit 90 °C, stays hot
+                                 // 0.3 of the range at once, then 0.05 less per 100 ms tick, down to
+                                 // cpu.min_cap_w = 10 W → 5 W per package.
+    assert!(eventually(SECOND, || fake.read(RAPL0) <= 48_500_000).await);
+    assert!(eventually(3 * SECOND, || fake.read(RAPL0) == 5_000_000).await);
+    fake.set_temp(2, 2, 60_000);
+    assert!(eventually(SECOND, || fake.read(RAPL0) == RAPL_ORIGINAL_UW).await);
     agent.stop().await.unwrap();
 }
