@@ -371,3 +371,29 @@ async fn a_guard_that_does_not_cool_steps_down_to_the_floor() {
     assert!(eventually(SECOND, || fake.read(RAPL0) == RAPL_ORIGINAL_UW).await);
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn without_rapl_a_cap_lowers_scaling_max_freq_and_shutdown_restores_it() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let fake = cpufreq_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    (cfg.cpu.idle_w, cfg.cpu.max_w) = (20.0, 120.0);
+    let agent = start(broker.url(), &fake, cfg, Err("no GPU in this test".into()));
+    let mut peer = Peer::connect(broker.port(), &[&topics().node_status(NODE)]).await;
+    assert!(peer
+        .next_matching(&topics().node_status(NODE), 5 * SECOND, |p| p == b"online")
+        .await
+        .is_some());
+    // 111.2 − 40 W platform = 71.2 W for the CPU = 0.8 f_max by the f³ model.
+    peer.publish(&topics().node_cap(NODE), cap_json(1, Some(111.2), 10.0))
+        .await;
+    assert!(
+        eventually(SECOND, || (0..4)
+            .all(|n| fake.read(&scaling_max(n)) == 2_400_000))
+        .await
+    );
+    agent.stop().await.unwrap();
+    assert!((0..4).all(|n| fake.read(&scaling_max(n)) == 3_000_000));
+}
