@@ -289,7 +289,11 @@ fn handle_cap(payload: &[u8], controller: &mut Controller, stats: &AgentStats, n
             return false;
         }
     };
-    match controller.on_command(Instant::now(), &cmd) {
+    let now = Instant::now();
+    if let Some(ev) = controller.tick(now) {
+        log_event(&ev, node, stats);
+    }
+    match controller.on_command(now, &cmd) {
         CommandOutcome::Accepted {
             seq,
             cap_w,

@@ -216,14 +216,15 @@ impl Controller {
             .map(|l| l.until.saturating_duration_since(now))
     }
 
-    /// Take a (validated) cap command received at `now`.
+    /// Take a (validated) cap command received at `now` (call
+    /// [`Controller::tick`] first to hear of a lease that just ended).
     ///
     /// A `seq` at or below the last applied one is ignored while that
     /// command's lease runs; once it has lapsed any `seq` is accepted, so a
     /// restarted controller that counts from 0 again is obeyed.
     pub fn on_command(&mut self, now: Instant, cmd: &CapCommand) -> CommandOutcome {
-        self.tick(now);
-        if let (Some(last), Some(_)) = (self.last_seq, &self.lease) {
+        let lease_runs = self.lease.as_ref().is_some_and(|l| now < l.until);
+        if let (Some(last), true) = (self.last_seq, lease_runs) {
             if cmd.seq <= last {
                 return CommandOutcome::Ignored {
                     seq: cmd.seq,
