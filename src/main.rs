@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Solve one snapshot and print the plan (phoenix.plan/v1 JSON).
     Plan(cmd::plan::Args),
+    /// Run the node agent: telemetry out, power caps in (docs/agent.md).
+    Agent(cmd::agent::Args),
+    /// Print a documented default configuration (`agent`).
+    GenerateConfig(cmd::generate_config::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => cmd::plan::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::GenerateConfig(args) => cmd::generate_config::run(args),
     };
     match result {
         Ok(code) => code,
