@@ -663,6 +663,9 @@ impl<'i, 'a> Feasibility<'i, 'a> {
                     })
                     .collect(),
             };
+            if candidates.is_empty() {
+                continue; // it fits no server: reported on its own
+            }
             // Best rate: its vCPUs, or what the temperature limit leaves
             // beside the interactive load that is pinned to the server.
             let rate = candidates
