@@ -325,7 +325,8 @@ impl Checks {
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.image.as_deref() == Some(im.id.as_str()))
-                .filter(|(_, v)| v.mem_gib.is_finite())
+                // A VM with a bad size is reported on its own.
+                .filter(|(_, v)| v.mem_gib.is_finite() && v.mem_gib >= 0.0)
                 .min_by(|a, b| a.1.mem_gib.total_cmp(&b.1.mem_gib));
             if let Some((j, v)) = smallest {
                 if im.shared_mem_gib > v.mem_gib {
