@@ -61,16 +61,23 @@ fn mem_needed(inst: &Instance<'_>, f: &Fill, v: usize) -> f64 {
     }
 }
 
+/// Cores server `s` can run without exceeding its temperature limit — the
+/// exact limit, not the evaluator's tolerance; `None` if not even idle.
+fn thermal_cap_cores(inst: &Instance<'_>, s: usize) -> Option<f64> {
+    let u = inst.curve[s].max_util_within(inst.p_max_w[s])?;
+    Some(u * f64::from(inst.snap.servers[s].cores))
+}
+
 fn fits(inst: &Instance<'_>, s: usize, f: &Fill, v: usize) -> bool {
     let srv = &inst.snap.servers[s];
     let vm = &inst.snap.vms[v];
-    let Some(u_max) = inst.u_max[s] else {
+    let Some(cap) = thermal_cap_cores(inst, s) else {
         return false;
     };
     let cores = f64::from(srv.cores);
     f.vcpus + f64::from(vm.vcpus) <= cores * inst.snap.policy.cpu_overcommit + EPS
         && f.mem + mem_needed(inst, f, v) <= srv.mem_gib + EPS
-        && f.reserved_cores + cores_needed(inst, v) <= u_max * cores + EPS
+        && f.reserved_cores + cores_needed(inst, v) <= cap + EPS
 }
 
 fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
@@ -201,7 +208,7 @@ fn run_batch(
             .then(snap.vms[a].id.cmp(&snap.vms[b].id))
     });
     let step_h = inst.step_h();
-    let cap = inst.u_max[s].unwrap_or(0.0) * f64::from(snap.servers[s].cores);
+    let cap = thermal_cap_cores(inst, s).unwrap_or(0.0);
     let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
     let mut left_required: Vec<f64> = vms.iter().map(|&v| inst.batch_min_core_h[v]).collect();
     let mut grant = vec![0.0; vms.len()];
