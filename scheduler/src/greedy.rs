@@ -35,6 +35,9 @@ struct Fill {
     /// Interactive load plus the average rate each batch VM needs to meet
     /// its deadline, cores: what the temperature limit must leave room for.
     reserved_cores: f64,
+    /// Cores the server can run under its temperature limit; `None` if
+    /// not even idle.
+    cap_cores: Option<f64>,
     images: Vec<usize>,
 }
 
@@ -71,7 +74,7 @@ fn thermal_cap_cores(inst: &Instance<'_>, s: usize) -> Option<f64> {
 fn fits(inst: &Instance<'_>, s: usize, f: &Fill, v: usize) -> bool {
     let srv = &inst.snap.servers[s];
     let vm = &inst.snap.vms[v];
-    let Some(cap) = thermal_cap_cores(inst, s) else {
+    let Some(cap) = f.cap_cores else {
         return false;
     };
     let cores = f64::from(srv.cores);
@@ -100,11 +103,12 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let nt = inst.steps();
     let mut on: Vec<bool> = snap.servers.iter().map(|s| s.on).collect();
     let mut fill: Vec<Fill> = (0..ns)
-        .map(|_| Fill {
+        .map(|s| Fill {
             vcpus: 0.0,
             mem: 0.0,
             fixed_cores: 0.0,
             reserved_cores: 0.0,
+            cap_cores: thermal_cap_cores(inst, s),
             images: Vec::new(),
         })
         .collect();
@@ -166,7 +170,8 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     }
     for (s, vms) in by_server.iter_mut().enumerate() {
         if !vms.is_empty() {
-            run_batch(inst, s, vms, fill[s].fixed_cores, &mut batch_cores);
+            let cap = fill[s].cap_cores.unwrap_or(0.0);
+            run_batch(inst, vms, cap - fill[s].fixed_cores, &mut batch_cores);
         }
     }
     let d = Decisions {
@@ -185,9 +190,9 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     Ok(d)
 }
 
-/// Schedule the batch VMs `vms` of server `s` as soon as possible. Each
+/// Schedule the batch VMs `vms` of one server as soon as possible. Each
 /// step, the cores the temperature limit leaves beside the interactive load
-/// (`fixed_cores`) are shared as a batch system with guaranteed shares
+/// (`batch_room`) are shared as a batch system with guaranteed shares
 /// does: first every VM gets the pace that finishes its required work by its
 /// deadline (remaining work spread over its remaining steps), then what is
 /// left goes earliest deadline first, each VM up to full speed (all its
@@ -195,9 +200,8 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
 /// slowing is the temperature limit's.
 fn run_batch(
     inst: &Instance<'_>,
-    s: usize,
     vms: &mut [usize],
-    fixed_cores: f64,
+    batch_room: f64,
     batch_cores: &mut [Vec<f64>],
 ) {
     let snap = inst.snap;
@@ -208,12 +212,11 @@ fn run_batch(
             .then(snap.vms[a].id.cmp(&snap.vms[b].id))
     });
     let step_h = inst.step_h();
-    let cap = thermal_cap_cores(inst, s).unwrap_or(0.0);
     let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
     let mut left_required: Vec<f64> = vms.iter().map(|&v| inst.batch_min_core_h[v]).collect();
     let mut grant = vec![0.0; vms.len()];
     for t in 0..inst.steps() {
-        let mut headroom = (cap - fixed_cores).max(0.0);
+        let mut headroom = batch_room.max(0.0);
         let full_speed =
             |k: usize, v: usize, left: &[f64]| (left[k] / step_h).min(f64::from(snap.vms[v].vcpus));
         for (k, &v) in vms.iter().enumerate() {

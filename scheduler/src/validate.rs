@@ -422,12 +422,16 @@ struct Feasibility<'i, 'a> {
     pinned: Vec<Vec<usize>>,
     /// Cores each server can run under its temperature limit (0 if unusable).
     cap_cores: Vec<f64>,
+    /// Cores left for batch work beside the pinned interactive load.
+    room: Vec<f64>,
+    /// Servers that can run, most `room` first.
+    by_room: Vec<usize>,
 }
 
 impl<'i, 'a> Feasibility<'i, 'a> {
     fn new(inst: &'i Instance<'a>) -> Self {
         let snap = inst.snap;
-        let usable = snap
+        let usable: Vec<bool> = snap
             .servers
             .iter()
             .enumerate()
@@ -439,18 +443,27 @@ impl<'i, 'a> Feasibility<'i, 'a> {
                 pinned[s].push(v);
             }
         }
-        let cap_cores = snap
+        let cap_cores: Vec<f64> = snap
             .servers
             .iter()
             .enumerate()
             .map(|(s, srv)| inst.u_max[s].unwrap_or(0.0) * f64::from(srv.cores))
             .collect();
-        Self {
+        let mut f = Self {
             inst,
             usable,
             pinned,
             cap_cores,
-        }
+            room: Vec::new(),
+            by_room: Vec::new(),
+        };
+        f.room = (0..inst.n_servers())
+            .map(|s| f.cap_cores[s] - f.pinned_load(s))
+            .collect();
+        f.by_room = (0..inst.n_servers()).filter(|&s| f.usable[s]).collect();
+        f.by_room
+            .sort_by(|&a, &b| f.room[b].total_cmp(&f.room[a]).then(a.cmp(&b)));
+        f
     }
 
     fn vcpu_cap(&self, s: usize) -> f64 {
@@ -654,29 +667,25 @@ impl<'i, 'a> Feasibility<'i, 'a> {
                 continue;
             }
             let vcpus = f64::from(vm.vcpus);
-            let candidates: Vec<usize> = match (vm.migratable, self.inst.vm_host[v]) {
-                (false, Some(s)) => vec![s],
-                _ => (0..self.inst.n_servers())
-                    .filter(|&s| self.usable[s])
-                    .filter(|&s| {
-                        vcpus <= self.vcpu_cap(s) + EPS
-                            && vm.mem_gib <= snap.servers[s].mem_gib * (1.0 + EPS)
-                    })
-                    .collect(),
-            };
-            if candidates.is_empty() {
-                continue; // it fits no server: reported on its own
-            }
             // Best rate: its vCPUs, or what the temperature limit leaves
-            // beside the interactive load that is pinned to the server.
-            let rate = candidates
-                .iter()
-                .map(|&s| {
-                    (self.cap_cores[s] - self.pinned_load(s))
-                        .max(0.0)
-                        .min(vcpus)
-                })
-                .fold(0.0, f64::max);
+            // beside the interactive load pinned to the server; the first
+            // server it fits in order of room gives the most.
+            let fits = |s: usize| {
+                vcpus <= self.vcpu_cap(s) + EPS
+                    && vm.mem_gib <= snap.servers[s].mem_gib * (1.0 + EPS)
+            };
+            let best_room = match (vm.migratable, self.inst.vm_host[v]) {
+                (false, Some(s)) => Some(self.room[s]),
+                _ => self
+                    .by_room
+                    .iter()
+                    .find(|&&s| fits(s))
+                    .map(|&s| self.room[s]),
+            };
+            let Some(room) = best_room else {
+                continue; // it fits no server: reported on its own
+            };
+            let rate = room.max(0.0).min(vcpus);
             let hours = self.inst.batch_steps[v] as f64 * self.inst.step_h();
             let can = rate * hours;
             if need <= can * (1.0 + EPS) + EPS {
