@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use scheduler::{validate, Instance, PlanError, SolveOptions, SolverKind};
+use scheduler::{validate, Instance, PlanError, Snapshot, SolveOptions, SolverKind};
 use tracing::info;
 
 /// Exit code for a snapshot that is malformed (not JSON of the snapshot's
@@ -65,20 +65,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(snap) => snap,
         Err(e) => return Ok(report(&[e])),
     };
-    // Report every problem at once, not only the first.
-    let problems = validate::problems(&snap);
-    if !problems.is_empty() {
-        return Ok(report(&problems));
-    }
-    match Instance::new(&snap) {
-        Ok(inst) => {
-            let infeasible = validate::infeasibilities(&inst);
-            if !infeasible.is_empty() {
-                return Ok(report(&infeasible));
-            }
-        }
-        Err(e) => return Ok(report(&[e])),
-    }
     let opts = SolveOptions {
         solver: args.solver,
         time_limit: args.time_limit_ms.map(Duration::from_millis),
@@ -86,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let plan = match scheduler::solve(&snap, &opts) {
         Ok(plan) => plan,
-        Err(e) => return Ok(report(&[e])),
+        Err(e) => return Ok(report(&all_of(&snap, e))),
     };
     info!(
         site = %snap.site,
@@ -103,6 +89,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .and_then(|()| out.flush())
         .context("writing the plan to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every problem of the kind of `first`, so that one run shows them all:
+/// all invalid fields, or all provable infeasibilities (`first` itself when
+/// it came from the solver, e.g. the baseline's own limits).
+fn all_of(snap: &Snapshot, first: PlanError) -> Vec<PlanError> {
+    let all = match &first {
+        PlanError::Invalid { .. } => validate::problems(snap),
+        PlanError::Infeasible { .. } => Instance::new(snap)
+            .map(|inst| validate::infeasibilities(&inst))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if all.contains(&first) {
+        all
+    } else {
+        vec![first]
+    }
 }
 
 /// Print `errors` to standard error and return the exit code of the first.
