@@ -49,8 +49,8 @@ pub fn problems(snap: &Snapshot) -> Vec<PlanError> {
     let mut c = Checks::default();
     c.top(snap);
     let loops = c.loops(snap);
-    c.servers(snap, &loops);
-    c.vms(snap);
+    let servers = c.servers(snap, &loops);
+    c.vms(snap, &servers);
     c.images(snap);
     c.policy(snap);
     c.out
@@ -189,8 +189,12 @@ impl Checks {
         ids
     }
 
-    fn servers(&mut self, snap: &Snapshot, loops: &HashMap<&str, usize>) {
-        self.ids("servers", snap.servers.iter().map(|s| s.id.as_str()));
+    fn servers<'a>(
+        &mut self,
+        snap: &'a Snapshot,
+        loops: &HashMap<&str, usize>,
+    ) -> HashMap<&'a str, usize> {
+        let ids = self.ids("servers", snap.servers.iter().map(|s| s.id.as_str()));
         for (i, s) in snap.servers.iter().enumerate() {
             let p = format!("servers[{i}]");
             if s.cores == 0 {
@@ -209,6 +213,7 @@ impl Checks {
                 }
             }
         }
+        ids
     }
 
     fn curve(&mut self, p: &str, points: &[f64]) {
@@ -247,14 +252,8 @@ impl Checks {
         }
     }
 
-    fn vms(&mut self, snap: &Snapshot) {
+    fn vms(&mut self, snap: &Snapshot, servers: &HashMap<&str, usize>) {
         self.ids("vms", snap.vms.iter().map(|v| v.id.as_str()));
-        let servers: HashMap<&str, usize> = snap
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
         for (i, v) in snap.vms.iter().enumerate() {
             let p = format!("vms[{i}]");
             if v.vcpus == 0 {

@@ -97,6 +97,35 @@ fn a_pending_vm_goes_where_the_temperature_limit_leaves_it_room() {
 }
 
 #[test]
+fn image_sharing_lets_a_vm_fit_beside_one_of_its_image() {
+    let mut s = site();
+    s.servers = vec![server("s1", 16, 16.0), server("s2", 16, 7.0)];
+    s.servers[1].on = false;
+    // v1 holds 8 GiB of s1's 16; p1 needs 9.5, but 1.5 are shared with v1.
+    s.vms = vec![
+        interactive("v1", 2, 8.0, Some("s1"), 0.1),
+        interactive("p1", 2, 9.5, None, 0.1),
+    ];
+    let p = plan(&s);
+    assert_eq!(host(&p, "p1"), "s1");
+    assert!(!p.servers_on["s2"]);
+}
+
+#[test]
+fn an_off_server_that_cannot_switch_is_never_switched_on() {
+    let mut s = site();
+    s.servers.push(server("s3", 32, 128.0));
+    s.servers[2].on = false;
+    s.servers[2].can_switch = false;
+    s.servers.push(server("s4", 32, 128.0));
+    s.servers[3].on = false;
+    s.vms.push(interactive("big", 20, 16.0, None, 0.2));
+    let p = plan(&s);
+    assert_eq!(host(&p, "big"), "s4");
+    assert!(!p.servers_on["s3"]);
+}
+
+#[test]
 fn batch_runs_as_soon_as_possible_at_full_speed() {
     // 2 core-h on 4 vCPUs: two 15-minute steps at 4 cores, then idle.
     let p = plan(&site());
