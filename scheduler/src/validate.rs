@@ -48,10 +48,14 @@ pub fn validate(snap: &Snapshot) -> Result<(), PlanError> {
 pub fn problems(snap: &Snapshot) -> Vec<PlanError> {
     let mut c = Checks::default();
     c.top(snap);
-    let loops = c.loops(snap);
+    // Servers refer to loops, so loops are read first; their problems are
+    // listed where the loops are in the document.
+    let mut loop_checks = Checks::default();
+    let loops = loop_checks.loops(snap);
     let servers = c.servers(snap, &loops);
     c.vms(snap, &servers);
     c.images(snap);
+    c.out.append(&mut loop_checks.out);
     c.policy(snap);
     c.out
 }
