@@ -464,6 +464,7 @@ fn every_problem_is_listed_in_document_order() {
         s.schema = "v0".into();
         s.servers[1].mem_gib = -1.0;
         s.vms[0].host = Some("nowhere".into());
+        s.loops[0].max_kw = -1.0;
         s.policy.switch_cost = -1.0;
     });
     let fields: Vec<String> = problems(&s)
@@ -479,6 +480,7 @@ fn every_problem_is_listed_in_document_order() {
             "schema",
             "servers[1].mem_gib",
             "vms[0].host",
+            "loops[0].max_kw",
             "policy.switch_cost"
         ]
     );
