@@ -186,8 +186,9 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         .expect("valid start time");
     let n_loops = spec.loops.max(1);
 
-    // Servers.
+    // Servers, and the utilisation at which each one's temperature limit binds.
     let mut servers = Vec::with_capacity(spec.servers);
+    let mut u_limit = Vec::with_capacity(spec.servers);
     for i in 0..spec.servers {
         let m = &SPEC_MODELS[rng.random_range(0..SPEC_MODELS.len())];
         let hot = rng.random_bool(spec.hot_share.clamp(0.0, 1.0));
@@ -200,8 +201,11 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         // Hot servers: the limit binds at 55–85 % utilisation.
         let r_k_per_w = if hot {
             let curve = crate::curve::PowerCurve::new(&m.curve_w).expect("11 points");
-            (temp_limit_c - inlet_c) / curve.power_w(rng.random_range(0.55..0.85))
+            let u = rng.random_range(0.55..0.85);
+            u_limit.push(u);
+            (temp_limit_c - inlet_c) / curve.power_w(u)
         } else {
+            u_limit.push(1.0);
             (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(1.1..1.6))
         };
         // 75 % of servers sit on a liquid loop; the rest are air-cooled.
@@ -260,7 +264,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
     let mut used_vcpus = vec![0.0_f64; spec.servers];
     let mut used_mem = vec![0.0_f64; spec.servers];
     let mut used_load = vec![0.0_f64; spec.servers];
-    let m_peak_w: Vec<f64> = servers.iter().map(|s| s.power_curve_w[10]).collect();
+    let mut used_cores = vec![0.0_f64; spec.servers];
     let mut vms = Vec::with_capacity(spec.vms);
     for j in 0..spec.vms {
         let batch = rng.random_bool(spec.batch_share.clamp(0.0, 1.0));
@@ -288,21 +292,20 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             for _ in 0..8 {
                 let s = on_servers[rng.random_range(0..on_servers.len())];
                 let cap = f64::from(servers[s].cores);
-                // Batch VMs count at the most they need on average (60 % of
-                // their vCPUs); hot servers are filled to half their limit.
+                // Interactive load up to half the cores; with batch VMs at
+                // the most they need on average (60 % of their vCPUs), up to
+                // 90 % of what the temperature limit allows, so that the
+                // current placement can meet every deadline.
                 let need = if batch { 0.6 * f64::from(vcpus) } else { fixed };
-                let limit = if servers[s].r_k_per_w * m_peak_w[s] + servers[s].inlet_c > 80.0 {
-                    0.25
-                } else {
-                    0.5
-                };
                 if used_vcpus[s] + f64::from(vcpus) <= cap * overcommit
                     && used_mem[s] + mem_gib <= servers[s].mem_gib * 0.9
-                    && used_load[s] + need <= cap * limit
+                    && used_load[s] + fixed <= cap * 0.5
+                    && used_cores[s] + need <= cap * u_limit[s] * 0.9
                 {
                     used_vcpus[s] += f64::from(vcpus);
                     used_mem[s] += mem_gib;
-                    used_load[s] += need;
+                    used_load[s] += fixed;
+                    used_cores[s] += need;
                     host = Some(servers[s].id.clone());
                     break;
                 }
