@@ -20,6 +20,9 @@
 //! baseline cannot meet it — the decisions it returns always pass
 //! [`evaluate`].
 
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+
 use crate::error::PlanError;
 use crate::evaluate::{evaluate, Decisions};
 use crate::instance::{Instance, EPS};
@@ -62,6 +65,12 @@ fn mem_needed(inst: &Instance<'_>, f: &Fill, v: usize) -> f64 {
         Some(i) if f.images.contains(&i) => vm.mem_gib - inst.snap.images[i].shared_mem_gib,
         _ => vm.mem_gib,
     }
+}
+
+/// An integer that orders like `x` under [`f64::total_cmp`].
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 /// Cores server `s` can run without exceeding its temperature limit — the
@@ -129,29 +138,52 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
             .then(vb.mem_gib.total_cmp(&va.mem_gib))
             .then(va.id.cmp(&vb.id))
     });
+    // Servers that are on, and off ones that may be switched on, each
+    // ordered emptiest first (most free vCPUs, then lowest index).
+    let free = |fill: &[Fill], s: usize| {
+        f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
+    };
+    let key = |fill: &[Fill], s: usize| (Reverse(total_order_key(free(fill, s))), s);
+    let mut on_by_free: BTreeSet<(Reverse<i64>, usize)> =
+        (0..ns).filter(|&s| on[s]).map(|s| key(&fill, s)).collect();
+    let mut off_by_free: BTreeSet<(Reverse<i64>, usize)> = (0..ns)
+        .filter(|&s| !on[s] && snap.servers[s].can_switch)
+        .map(|s| key(&fill, s))
+        .collect();
     for v in pending {
-        let free = |s: usize| {
-            f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
+        let vcpus = f64::from(snap.vms[v].vcpus);
+        // The emptiest server that fits: the first that fits in order,
+        // stopping where too few vCPUs are free.
+        let first_fit = |set: &BTreeSet<(Reverse<i64>, usize)>| {
+            set.iter()
+                .map(|&(_, s)| s)
+                .take_while(|&s| free(&fill, s) + EPS >= vcpus)
+                .find(|&s| fits(inst, s, &fill[s], v))
         };
-        let best_on = (0..ns)
-            .filter(|&s| on[s] && fits(inst, s, &fill[s], v))
-            .max_by(|&a, &b| free(a).total_cmp(&free(b)).then(b.cmp(&a)));
-        let chosen = best_on.or_else(|| {
-            (0..ns)
-                .filter(|&s| !on[s] && snap.servers[s].can_switch && fits(inst, s, &fill[s], v))
-                .max_by(|&a, &b| free(a).total_cmp(&free(b)).then(b.cmp(&a)))
-        });
-        let Some(s) = chosen else {
-            let vm = &snap.vms[v];
-            return Err(PlanError::infeasible(format!(
-                "the greedy baseline cannot place pending vm {} ({} vCPUs, {} GiB): it fits no server \
-                 beside the VMs already there, and the baseline never migrates",
-                vm.id, vm.vcpus, vm.mem_gib
-            )));
+        let (s, was_off) = match first_fit(&on_by_free) {
+            Some(s) => (s, false),
+            None => match first_fit(&off_by_free) {
+                Some(s) => (s, true),
+                None => {
+                    let vm = &snap.vms[v];
+                    return Err(PlanError::infeasible(format!(
+                        "the greedy baseline cannot place pending vm {} ({} vCPUs, {} GiB): it fits no server \
+                         beside the VMs already there, and the baseline never migrates",
+                        vm.id, vm.vcpus, vm.mem_gib
+                    )));
+                }
+            },
         };
+        let old = key(&fill, s);
+        if was_off {
+            off_by_free.remove(&old);
+        } else {
+            on_by_free.remove(&old);
+        }
         on[s] = true;
         add(inst, &mut fill[s], v);
         host[v] = s;
+        on_by_free.insert(key(&fill, s));
     }
 
     // Batch work: as soon as possible, at full speed, per server.
