@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use scheduler::{validate, Instance, PlanError, Snapshot, SolveOptions, SolverKind};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Exit code for a snapshot that is malformed (not JSON of the snapshot's
 /// shape) or invalid (a field value the model cannot accept). Command-line
@@ -74,8 +74,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(plan) => plan,
         Err(e) => return Ok(report(&all_of(&snap, e))),
     };
+    if opts.with_baseline && plan.baseline_cost.is_none() {
+        warn!(
+            site = %snap.site,
+            "The greedy baseline cannot meet every rule on this snapshot; no gain over it is reported."
+        );
+    }
     info!(
         site = %snap.site,
+        gain_over_baseline = ?plan.baseline_cost.map(|b| b - plan.objective.cost),
         solver = %plan.solver,
         cost = plan.objective.cost,
         baseline_cost = ?plan.baseline_cost,
