@@ -27,11 +27,18 @@ pub const MAX_STEPS: usize = 2016;
 
 /// Parse JSON into a [`Snapshot`], reporting the path of a bad field.
 pub fn parse(json: &str) -> Result<Snapshot, PlanError> {
-    let de = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(de).map_err(|e| PlanError::Parse {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let snap = serde_path_to_error::deserialize(&mut de).map_err(|e| PlanError::Parse {
         path: e.path().to_string(),
         message: e.inner().to_string(),
-    })
+    })?;
+    // Anything after the snapshot (a second document, a stray brace) is an
+    // error too, not silently ignored.
+    de.end().map_err(|e| PlanError::Parse {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    Ok(snap)
 }
 
 /// Check every field for values the model cannot accept; the first problem

@@ -36,6 +36,20 @@ fn malformed_json_is_reported_with_its_position() {
 }
 
 #[test]
+fn a_syntax_error_inside_an_object_names_where_it_is() {
+    let (path, message) = parse_error(&DESIGN.replace(r#""cores": 32,"#, r#""cores": 32,,"#));
+    assert!(path.starts_with("servers[0]"), "{path}");
+    assert!(message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn anything_after_the_snapshot_is_refused() {
+    let (path, message) = parse_error(&format!("{DESIGN} {{}}"));
+    assert_eq!(path, ".");
+    assert!(message.contains("trailing characters"), "{message}");
+}
+
+#[test]
 fn a_missing_field_names_the_object_and_the_field() {
     let json = DESIGN.replace(r#""cores": 32, "#, "");
     let (path, message) = parse_error(&json);
