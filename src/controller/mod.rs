@@ -3,6 +3,7 @@
 
 pub mod actuator;
 pub mod api;
+pub mod apply;
 pub mod config;
 pub mod metrics;
 pub mod snapshot;
