@@ -191,6 +191,9 @@ mod tests {
     fn the_power_on_limit_forbids_the_extra_switches() {
         let (mut snap, mut plan) = solved();
         // Three servers are off and the plan switches every server on.
+        for s in snap.servers.iter_mut() {
+            s.on = true;
+        }
         for s in snap.servers.iter_mut().rev().take(3) {
             s.on = false;
         }
