@@ -6,5 +6,6 @@ pub mod api;
 pub mod apply;
 pub mod config;
 pub mod metrics;
+pub mod nodes;
 pub mod snapshot;
 pub mod state;
