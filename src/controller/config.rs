@@ -379,3 +379,39 @@ impl ControllerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A small valid controller section: two servers, one loop.
+    pub(crate) const TEST_CFG: &str = r#"
+        control_period_s = 900
+        horizon_steps = 4
+        node_stale_after_s = 60
+        [prices]
+        electricity_per_kwh = [0.12,0.12,0.12,0.12,0.12,0.12,0.12,0.21,0.21,0.21,0.21,0.21,
+                               0.21,0.21,0.21,0.21,0.21,0.30,0.30,0.30,0.30,0.21,0.21,0.12]
+        heat_value_per_kwh = 0.09
+        [[servers]]
+        id = "a"
+        model = "hp-ml110-g5"
+        cores = 8
+        mem_gib = 32
+        inlet_c = 24
+        r_k_per_w = 0.2
+        temp_limit_c = 80
+        loop = "gh1"
+        recovery = 0.85
+        [[servers]]
+        id = "b"
+        power_curve_w = [41.6, 46.7, 52.3, 57.9, 65.4, 73, 80.7, 89.5, 99.6, 105, 113]
+        cores = 4
+        mem_gib = 16
+        inlet_c = 24
+        r_k_per_w = 0.2
+        temp_limit_c = 80
+        [[loops]]
+        id = "gh1"
+        consumer = "greenhouse"
+        max_kw = 10
+    "#;
+}

@@ -5,6 +5,7 @@ pub mod actuator;
 pub mod api;
 pub mod apply;
 pub mod config;
+pub mod cycle;
 pub mod metrics;
 pub mod nodes;
 pub mod snapshot;
