@@ -15,13 +15,17 @@ use super::config::{ControllerConfig, Mode};
 use super::snapshot::{self, DemandView};
 use super::state::{HistoryPoint, PlanRecord, PlanStatus, SiteState};
 
-/// What a period decided.
+/// What a period decided, to be committed to the site state.
 #[derive(Debug, Clone)]
 pub struct PeriodOutcome {
     /// The snapshot that was planned.
     pub snapshot: Snapshot,
-    /// The plan record (also stored as the site's latest plan).
+    /// The plan record.
     pub record: PlanRecord,
+    /// Staleness of every node as of the period's start.
+    pub stale: Vec<(String, bool)>,
+    /// The history point of the period.
+    pub history: HistoryPoint,
 }
 
 fn solve_once(cfg: &ControllerConfig, snap: &Snapshot) -> Result<Plan, PlanError> {
@@ -33,12 +37,13 @@ fn solve_once(cfg: &ControllerConfig, snap: &Snapshot) -> Result<Plan, PlanError
     scheduler::solve(snap, &opts)
 }
 
-/// Plan the period starting at `now`, record it in `site`, and return it.
-/// Marks nodes stale as of `now`. On failure, the site keeps its previous
-/// plan and the error says which rule could not be met.
+/// Plan the period starting at `now` from a read of the site state. Runs
+/// the solver (CPU-bound: call it off the async runtime); changes nothing —
+/// [`commit`] records the outcome. On failure the error names the rule that
+/// could not be met.
 pub fn plan_period(
     cfg: &ControllerConfig,
-    site: &mut SiteState,
+    site: &SiteState,
     demand: &BTreeMap<String, DemandView>,
     plan_id: u64,
     now: DateTime<Utc>,
@@ -48,11 +53,6 @@ pub fn plan_period(
         .keys()
         .map(|id| (id.clone(), snapshot::is_stale(cfg, site, id, now)))
         .collect();
-    for (id, s) in stale {
-        if let Some(n) = site.nodes.get_mut(&id) {
-            n.stale = s;
-        }
-    }
     let mut snap = snapshot::build(cfg, site, demand, now);
     let mut plan = solve_once(cfg, &snap)?;
     if apply::limit_power_ons(&mut snap, &plan, cfg.max_power_ons_per_period) {
@@ -63,32 +63,56 @@ pub fn plan_period(
         Mode::DryRun => PlanStatus::DryRun,
         Mode::Approval => PlanStatus::AwaitingApproval,
     };
-    // A plan still awaiting approval is superseded by the new one.
-    if let Some(prev) = site.latest_plan.as_mut() {
-        if prev.status == PlanStatus::AwaitingApproval {
-            prev.status = PlanStatus::Rejected;
-        }
-    }
     let first = |v: &Vec<f64>| v.first().copied().unwrap_or(0.0);
-    site.record(HistoryPoint {
+    let history = HistoryPoint {
         at: now,
         demand_kw: snap.loops.iter().map(|l| first(&l.demand_kw)).sum(),
         delivered_kw: plan.heat_kw.values().map(first).sum(),
         it_power_kw: plan.power_w.values().map(first).sum::<f64>() / 1000.0,
         cost: plan.objective.cost,
         baseline_cost: plan.baseline_cost,
-    });
-    let record = PlanRecord {
-        id: plan_id,
-        at: now,
-        status,
-        plan,
     };
-    site.latest_plan = Some(record.clone());
     Ok(PeriodOutcome {
         snapshot: snap,
-        record,
+        record: PlanRecord {
+            id: plan_id,
+            at: now,
+            status,
+            plan,
+        },
+        stale,
+        history,
     })
+}
+
+/// Record a period's outcome: staleness, the history point, the new latest
+/// plan (a plan still awaiting approval is superseded and marked rejected).
+pub fn commit(site: &mut SiteState, outcome: &PeriodOutcome) {
+    for (id, s) in &outcome.stale {
+        if let Some(n) = site.nodes.get_mut(id) {
+            n.stale = *s;
+        }
+    }
+    if let Some(prev) = site.latest_plan.as_mut() {
+        if prev.status == PlanStatus::AwaitingApproval {
+            prev.status = PlanStatus::Rejected;
+        }
+    }
+    site.record(outcome.history.clone());
+    site.latest_plan = Some(outcome.record.clone());
+}
+
+/// Plan and commit in one go (for callers that hold the state).
+pub fn plan_and_commit(
+    cfg: &ControllerConfig,
+    site: &mut SiteState,
+    demand: &BTreeMap<String, DemandView>,
+    plan_id: u64,
+    now: DateTime<Utc>,
+) -> Result<PeriodOutcome, PlanError> {
+    let out = plan_period(cfg, site, demand, plan_id, now)?;
+    commit(site, &out);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -165,7 +189,7 @@ mod tests {
     fn an_applied_plan_places_pending_vms_and_records_history() {
         let c = cfg("apply");
         let mut s = site();
-        let out = plan_period(&c, &mut s, &demand(), 1, now()).expect("plans");
+        let out = plan_and_commit(&c, &mut s, &demand(), 1, now()).expect("plans");
         assert_eq!(out.record.status, PlanStatus::Applied);
         assert!(out.record.plan.placements.contains_key("web"));
         assert!(out.record.plan.baseline_cost.is_some());
@@ -178,13 +202,13 @@ mod tests {
     fn in_approval_mode_a_new_plan_supersedes_the_waiting_one() {
         let c = cfg("approval");
         let mut s = site();
-        plan_period(&c, &mut s, &demand(), 1, now()).unwrap();
+        plan_and_commit(&c, &mut s, &demand(), 1, now()).unwrap();
         assert_eq!(
             s.latest_plan.as_ref().unwrap().status,
             PlanStatus::AwaitingApproval
         );
         let first = s.latest_plan.clone().unwrap();
-        let out = plan_period(&c, &mut s, &demand(), 2, now()).unwrap();
+        let out = plan_and_commit(&c, &mut s, &demand(), 2, now()).unwrap();
         assert_eq!(out.record.status, PlanStatus::AwaitingApproval);
         assert_eq!(first.id, 1);
         assert_eq!(s.latest_plan.as_ref().unwrap().id, 2);
@@ -195,7 +219,7 @@ mod tests {
         let c = cfg("apply");
         let mut s = site();
         s.nodes.get_mut("b").unwrap().last_seen = Some(now() - chrono::Duration::seconds(600));
-        let out = plan_period(&c, &mut s, &demand(), 1, now()).unwrap();
+        let out = plan_and_commit(&c, &mut s, &demand(), 1, now()).unwrap();
         assert!(s.nodes["b"].stale && !s.nodes["a"].stale);
         assert!(!out.snapshot.servers[1].can_switch);
         assert_ne!(
@@ -208,12 +232,12 @@ mod tests {
     fn an_infeasible_period_keeps_the_previous_plan() {
         let c = cfg("apply");
         let mut s = site();
-        plan_period(&c, &mut s, &demand(), 1, now()).unwrap();
+        plan_and_commit(&c, &mut s, &demand(), 1, now()).unwrap();
         let mut huge = s.vms["web"].clone();
         huge.id = "huge".into();
         huge.mem_gib = 512.0;
         s.vms.insert("huge".into(), huge);
-        let err = plan_period(&c, &mut s, &demand(), 2, now()).unwrap_err();
+        let err = plan_and_commit(&c, &mut s, &demand(), 2, now()).unwrap_err();
         assert!(err.to_string().contains("huge"), "{err}");
         assert_eq!(s.latest_plan.as_ref().unwrap().id, 1);
         assert_eq!(s.history.len(), 1);
