@@ -1,0 +1,372 @@
+//! The bridge against real peers: mosquitto, a pymodbus device
+//! (`tests/peers/device.py`), a raw TCP server answering junk, and mbpoll
+//! reading the read-out server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{device_section, eventually, site, PyDevice, Watcher};
+use phoenix_hvac_bridge::Bridge;
+use protocol::topics::Topics;
+use protocol::units::Celsius;
+use serde_json::Value;
+use testkit::Mosquitto;
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn num(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn polls_every_type_and_word_order_and_publishes_the_state_retained() {
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let cfg = site(
+        broker.port(),
+        "t1",
+        &device_section("hp", dev.port, "heat_pump", 500),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let topic = Topics::new("t1").facility_state("hp");
+    let mut w = Watcher::new(broker.port(), &topic).await;
+    let (s, _) = w.wait_for(&topic, SOON, |v| v["online"] == true).await;
+    assert_eq!(num(&s, "supply_setpoint_c"), 45.0);
+    assert_eq!(num(&s, "mode"), 2.0);
+    for k in ["f_abcd", "f_cdab", "f_badc", "f_dcba"] {
+        assert_eq!(num(&s, k), 21.5, "{k}");
+    }
+    assert_eq!(num(&s, "u_cdab"), 123456.0);
+    assert!((num(&s, "outdoor_c") + 5.5).abs() < 1e-9);
+    assert_eq!(num(&s, "i_abcd"), -100000.0);
+    assert_eq!(num(&s, "power_kw"), 42.5);
+    assert_eq!(num(&s, "energy_kwh"), 1234567.0);
+    assert_eq!(s["pump"], true);
+    assert_eq!(s["boost"], false);
+    assert_eq!(s["alarm"], true);
+    assert!(s["ts"].as_str().is_some());
+    // A late subscriber gets the retained state.
+    let mut late = Watcher::new(broker.port(), &topic).await;
+    let (_, retained) = late.wait_for(&topic, SOON, |v| v["online"] == true).await;
+    assert!(retained, "state is retained");
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn writes_within_bounds_reach_the_device_and_everything_else_is_refused() {
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let cfg = site(
+        broker.port(),
+        "t2",
+        &device_section("hp", dev.port, "heat_pump", 500),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let t = Topics::new("t2");
+    let (state, set) = (t.facility_state("hp"), t.facility_set("hp"));
+    let mut w = Watcher::new(broker.port(), &state).await;
+    w.wait_for(&state, SOON, |v| v["online"] == true).await;
+
+    w.publish(&set, r#"{"supply_setpoint_c": 52.5}"#).await;
+    w.wait_for(&state, SOON, |v| v["supply_setpoint_c"] == 52.5)
+        .await;
+    w.publish(&set, r#"{"pump": false}"#).await;
+    w.wait_for(&state, SOON, |v| v["pump"] == false).await;
+
+    let refused = [
+        r#"{"supply_setpoint_c": 80}"#,            // above max
+        r#"{"supply_setpoint_c": 29.9}"#,          // below min
+        r#"{"power_kw": 1}"#,                      // read-only
+        r#"{"supply_setpoint_c": 40, "mode": 1}"#, // one read-only entry refuses all
+        r#"{"no_such_point": 1}"#,
+        r#"not json"#,
+    ];
+    for p in refused {
+        w.publish(&set, p).await;
+    }
+    w.publish(&t.facility_set("no_such_device"), r#"{"x": 1}"#)
+        .await;
+    eventually("refusals counted", SOON, || {
+        h.counters().writes_refused >= 7
+    })
+    .await;
+    // Nothing of it reached the device.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = w.wait_for(&state, SOON, |v| v["online"] == true).await;
+    assert_eq!(num(&s, "supply_setpoint_c"), 52.5);
+    assert_eq!(num(&s, "mode"), 2.0);
+
+    // The typed API goes through the same checks.
+    h.set_supply_temp_c(Celsius(47.5)).await.unwrap();
+    w.wait_for(&state, SOON, |v| v["supply_setpoint_c"] == 47.5)
+        .await;
+    assert!(h.set_supply_temp_c(Celsius(90.0)).await.is_err());
+    assert_eq!(h.counters().writes_refused, 8);
+    let meter_less = h.read_heat_meter();
+    assert!(meter_less.is_err(), "no heat meter role in this site");
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn a_device_down_at_start_goes_online_when_it_appears() {
+    let broker = Mosquitto::start().unwrap();
+    let mut dev = PyDevice::unstarted();
+    let cfg = site(
+        broker.port(),
+        "t3",
+        &device_section("hm", dev.port, "heat_meter", 300),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let state = Topics::new("t3").facility_state("hm");
+    let mut w = Watcher::new(broker.port(), &state).await;
+    let (s, _) = w.wait_for(&state, SOON, |v| v["online"] == false).await;
+    assert!(s.get("power_kw").is_none(), "no values while offline");
+    assert!(h.counters().modbus_errors >= 1);
+    assert!(h.read_heat_meter().is_err());
+    dev.start();
+    w.wait_for(&state, Duration::from_secs(40), |v| v["online"] == true)
+        .await;
+    let r = h.read_heat_meter().unwrap();
+    assert_eq!(r.power.get(), 42.5);
+    assert_eq!(r.energy_kwh, 1234567.0);
+    assert_eq!(r.supply, Some(Celsius(55.2)));
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn a_device_gone_mid_run_is_reported_offline_and_recovers_on_its_own() {
+    let broker = Mosquitto::start().unwrap();
+    let mut dev = PyDevice::started();
+    let cfg = site(
+        broker.port(),
+        "t4",
+        &device_section("hp", dev.port, "other", 300),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let state = Topics::new("t4").facility_state("hp");
+    let mut w = Watcher::new(broker.port(), &state).await;
+    w.wait_for(&state, SOON, |v| v["online"] == true).await;
+    dev.stop();
+    let (s, _) = w.wait_for(&state, SOON, |v| v["online"] == false).await;
+    assert!(s["error"].as_str().is_some());
+    let errors = h.counters().modbus_errors;
+    assert!(errors >= 1);
+    dev.start();
+    w.wait_for(&state, Duration::from_secs(40), |v| v["online"] == true)
+        .await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn a_slow_device_times_out_and_recovers_when_it_is_fast_again() {
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let cfg = site(
+        broker.port(),
+        "t5",
+        &device_section("hp", dev.port, "other", 300),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let state = Topics::new("t5").facility_state("hp");
+    let mut w = Watcher::new(broker.port(), &state).await;
+    w.wait_for(&state, SOON, |v| v["online"] == true).await;
+    dev.set_mode("slow");
+    let (s, _) = w.wait_for(&state, SOON, |v| v["online"] == false).await;
+    assert!(s["error"].as_str().unwrap().contains("no answer"), "{s}");
+    assert!(h.counters().modbus_timeouts >= 1);
+    dev.set_mode("ok");
+    let (s, _) = w
+        .wait_for(&state, Duration::from_secs(40), |v| v["online"] == true)
+        .await;
+    assert_eq!(
+        num(&s, "f_abcd"),
+        21.5,
+        "values are not mixed up after the late replies"
+    );
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn exception_responses_are_reported_and_polling_goes_on() {
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let cfg = site(
+        broker.port(),
+        "t6",
+        &device_section("hp", dev.port, "heat_pump", 500),
+    );
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let state = Topics::new("t6").facility_state("hp");
+    let mut w = Watcher::new(broker.port(), &state).await;
+    w.wait_for(&state, SOON, |v| {
+        v["online"] == true && v.get("mode").is_some()
+    })
+    .await;
+    dev.set_mode("exception");
+    let (s, _) = w.wait_for(&state, SOON, |v| v.get("mode").is_none()).await;
+    assert!(
+        s["error"].as_str().unwrap().contains("ServerDeviceFailure"),
+        "{s}"
+    );
+    assert!(h.counters().modbus_exceptions >= 1);
+    // A write answered with an exception is an error, not a crash.
+    let e = h.set_supply_temp_c(Celsius(40.0)).await.unwrap_err();
+    assert!(e.to_string().contains("ServerDeviceFailure"), "{e}");
+    assert!(h.counters().writes_failed >= 1);
+    dev.set_mode("ok");
+    w.wait_for(&state, SOON, |v| v["mode"] == 2.0).await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and pymodbus"]
+async fn garbage_on_the_socket_takes_down_only_that_device() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let junk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let junk_port = junk.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = junk.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 260];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0
+                        || s.write_all(b"\xde\xad\xbe\xef HTTP/1.1 400 junk\r\n\x00\x00\x00\x07")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let extra = format!(
+        "{}\n[[devices]]\nname = \"junk\"\naddress = \"127.0.0.1:{junk_port}\"\npoll_ms = 100\ntimeout_ms = 300\n[[devices.points]]\nname = \"x\"\ntable = \"holding\"\naddress = 0\n",
+        device_section("hp", dev.port, "other", 500)
+    );
+    let cfg = site(broker.port(), "t7", &extra);
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    let t = Topics::new("t7");
+    let mut w = Watcher::new(broker.port(), &format!("{}/facility/+/state", t.root())).await;
+    w.wait_for(&t.facility_state("junk"), SOON, |v| v["online"] == false)
+        .await;
+    eventually("junk counted", SOON, || h.counters().modbus_errors >= 2).await;
+    w.wait_for(&t.facility_state("hp"), SOON, |v| v["online"] == true)
+        .await;
+    assert!(h.device_state("hp").unwrap().online);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto, pymodbus and mbpoll"]
+async fn mbpoll_reads_phoenix_figures_from_the_read_out_server() {
+    let broker = Mosquitto::start().unwrap();
+    let dev = PyDevice::started();
+    let mb_port = testkit::free_port();
+    let extra = format!(
+        "[modbus_server]\nlisten = \"127.0.0.1:{mb_port}\"\n{}",
+        device_section("hm", dev.port, "heat_meter", 500)
+    );
+    let cfg = site(broker.port(), "t8", &extra);
+    let bridge = Bridge::start(&cfg).await.unwrap();
+    let h = bridge.handle();
+    h.publish_offer(
+        "gh1",
+        &protocol::payloads::HeatOffer {
+            ts: chrono::Utc::now(),
+            available_kw: 12.5,
+            forecast_kw: vec![12.5, 10.0],
+            step_s: 900.0,
+            supply_temp_c: Some(55.0),
+        },
+    )
+    .await
+    .unwrap();
+    eventually("heat meter read", SOON, || h.read_heat_meter().is_ok()).await;
+    let out = mbpoll(&[
+        "-m",
+        "tcp",
+        "-p",
+        &mb_port.to_string(),
+        "-0",
+        "-r",
+        "0",
+        "-c",
+        "6",
+        "-t",
+        "4:float",
+        "-B",
+        "127.0.0.1",
+        "-1",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix('[')?
+                .split_once("]:")
+                .map(|(_, v)| v.trim().parse().ok())?
+        })
+        .collect();
+    assert_eq!(values.len(), 6, "{text}");
+    assert_eq!(values[0], 12.5, "heat_offered_kw");
+    assert_eq!(values[1], 42.5, "heat_delivered_kw");
+    assert!(
+        (values[4] - 55.2).abs() < 1e-4,
+        "supply_temp_c {}",
+        values[4]
+    );
+    assert!(
+        (values[5] - 40.1).abs() < 1e-4,
+        "return_temp_c {}",
+        values[5]
+    );
+    // Writes are refused: mbpoll exits non-zero on the exception.
+    let write = mbpoll(&[
+        "-m",
+        "tcp",
+        "-p",
+        &mb_port.to_string(),
+        "-0",
+        "-r",
+        "0",
+        "-t",
+        "4",
+        "-B",
+        "127.0.0.1",
+        "-1",
+        "7",
+    ])
+    .await;
+    assert!(!write.status.success() || String::from_utf8_lossy(&write.stderr).contains("Illegal"));
+    bridge.shutdown().await;
+}
+
+async fn mbpoll(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mbpoll")
+            .args(&args)
+            .output()
+            .expect("mbpoll installed (scripts/install-test-deps)")
+    })
+    .await
+    .unwrap()
+}
