@@ -338,7 +338,7 @@ async fn mbpoll_reads_phoenix_figures_from_the_read_out_server() {
         "return_temp_c {}",
         values[5]
     );
-    // Writes are refused: mbpoll exits non-zero on the exception.
+    // Writes are refused with IllegalFunction.
     let write = mbpoll(&[
         "-m",
         "tcp",
@@ -355,7 +355,29 @@ async fn mbpoll_reads_phoenix_figures_from_the_read_out_server() {
         "7",
     ])
     .await;
-    assert!(!write.status.success() || String::from_utf8_lossy(&write.stderr).contains("Illegal"));
+    assert!(!write.status.success());
+    let err = String::from_utf8_lossy(&write.stderr);
+    assert!(err.contains("Illegal function"), "{err}");
+    // Reads past the map are refused with IllegalDataAddress.
+    let past = mbpoll(&[
+        "-m",
+        "tcp",
+        "-p",
+        &mb_port.to_string(),
+        "-0",
+        "-r",
+        "100",
+        "-c",
+        "2",
+        "-t",
+        "4",
+        "-B",
+        "127.0.0.1",
+        "-1",
+    ])
+    .await;
+    let err = String::from_utf8_lossy(&past.stderr);
+    assert!(err.contains("Illegal data address"), "{err}");
     bridge.shutdown().await;
 }
 
