@@ -392,3 +392,14 @@ async fn mbpoll(args: &[&str]) -> std::process::Output {
     .await
     .unwrap()
 }
+
+#[test]
+fn the_example_site_config_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site.toml");
+    let cfg: phoenix_hvac_bridge::SiteConfig =
+        phoenix_hvac_bridge::SiteConfig::load(&path).unwrap();
+    assert_eq!(cfg.devices.len(), 2);
+    assert_eq!(cfg.consumers.len(), 2);
+    assert!(cfg.consumers[1].estimator.is_some());
+    assert!(cfg.modbus_server.is_some());
+}
