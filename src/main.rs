@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Solve one snapshot and print the plan (phoenix.plan/v1 JSON).
     Plan(cmd::plan::Args),
+    /// Run the facility bridge alone: Modbus devices ⇄ MQTT, consumer
+    /// demand/offers, the read-out Modbus server (same site config as the
+    /// controller).
+    Bridge(cmd::bridge::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => cmd::plan::run(args),
+        Command::Bridge(args) => cmd::bridge::run(args),
     };
     match result {
         Ok(code) => code,
