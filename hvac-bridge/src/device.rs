@@ -324,7 +324,11 @@ impl DeviceTask {
 
     async fn poll(&self, link: &mut ModbusLink, plan: &[ReadBlock]) {
         let d = &self.config;
-        let was_online = self.state.lock().map(|s| s.online).unwrap_or(false);
+        let (was_online, last_error) = self
+            .state
+            .lock()
+            .map(|s| (s.online, s.error.clone()))
+            .unwrap_or_default();
         let mut values = BTreeMap::new();
         let mut error = None;
         let mut online = true;
@@ -344,7 +348,10 @@ impl DeviceTask {
                 Err(LinkError::Backoff(wait)) => {
                     debug!(device = %d.name, ?wait, "Waiting before reconnecting.");
                     online = false;
-                    error = Some(format!("not connected (retry in {} ms)", wait.as_millis()));
+                    // Keep the reason of the failed attempt, not just "waiting".
+                    error = last_error.clone().or_else(|| {
+                        Some(format!("not connected (retry in {} ms)", wait.as_millis()))
+                    });
                     break;
                 }
                 Err(e) => {

@@ -17,7 +17,7 @@ const SOON: Duration = Duration::from_secs(10);
 const CONSUMERS: &str = r#"
 [[consumers]]
 id = "gh1"
-stale_after_s = 1.5
+stale_after_s = 3
 fallback_kw = 3.0
 
 [[consumers]]
@@ -180,6 +180,10 @@ async fn offers_are_validated_and_published_retained() {
     assert!(h.publish_offer("gh1", &bad).await.is_err());
     assert!(h.publish_offer("a/b", &offer).await.is_err());
     let topic = t.consumer_offer("gh1");
+    // Once a first subscriber has it, the broker holds it: a late one gets
+    // it flagged retained.
+    let mut first = Watcher::new(broker.port(), &topic).await;
+    first.wait_for(&topic, SOON, |_| true).await;
     let mut late = Watcher::new(broker.port(), &topic).await;
     let (v, retained) = late.wait_for(&topic, SOON, |_| true).await;
     assert!(retained);
