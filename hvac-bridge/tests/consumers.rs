@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, site, Watcher};
+use common::{eventually, site, Rig, Watcher};
 use phoenix_hvac_bridge::consumer::DemandSource;
 use phoenix_hvac_bridge::Bridge;
 use protocol::payloads::HeatOffer;
@@ -40,15 +40,13 @@ fn demand(kw: f64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn demand_flows_in_goes_stale_to_the_fallback_and_recovers() {
-    let broker = Mosquitto::start().unwrap();
-    let bridge = Bridge::start(&site(broker.port(), "c1", CONSUMERS))
-        .await
-        .unwrap();
-    let h = bridge.handle();
-    let t = Topics::new("c1");
-    let mut w = Watcher::new(broker.port(), &t.bridge_status()).await;
-    w.wait_for(&t.bridge_status(), SOON, |v| v == "online")
-        .await;
+    let Rig {
+        broker: _broker,
+        bridge,
+        h,
+        topics: t,
+        w,
+    } = Rig::start("c1", CONSUMERS).await;
     w.publish(&t.consumer_demand("gh1"), &demand(120.0)).await;
     eventually("demand received", SOON, || {
         h.demand("gh1").is_some_and(|d| d.demand_kw == 120.0)
@@ -82,15 +80,13 @@ async fn demand_flows_in_goes_stale_to_the_fallback_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn malformed_payloads_are_counted_and_change_nothing() {
-    let broker = Mosquitto::start().unwrap();
-    let bridge = Bridge::start(&site(broker.port(), "c2", CONSUMERS))
-        .await
-        .unwrap();
-    let h = bridge.handle();
-    let t = Topics::new("c2");
-    let mut w = Watcher::new(broker.port(), &t.bridge_status()).await;
-    w.wait_for(&t.bridge_status(), SOON, |v| v == "online")
-        .await;
+    let Rig {
+        broker: _broker,
+        bridge,
+        h,
+        topics: t,
+        w,
+    } = Rig::start("c2", CONSUMERS).await;
     w.publish(&t.consumer_demand("gh3"), &demand(50.0)).await;
     eventually("demand received", SOON, || h.demand("gh3").is_some()).await;
     let ts = chrono::Utc::now().to_rfc3339();
@@ -126,15 +122,13 @@ async fn malformed_payloads_are_counted_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn a_climate_only_greenhouse_gets_an_estimated_demand() {
-    let broker = Mosquitto::start().unwrap();
-    let bridge = Bridge::start(&site(broker.port(), "c3", CONSUMERS))
-        .await
-        .unwrap();
-    let h = bridge.handle();
-    let t = Topics::new("c3");
-    let mut w = Watcher::new(broker.port(), &t.bridge_status()).await;
-    w.wait_for(&t.bridge_status(), SOON, |v| v == "online")
-        .await;
+    let Rig {
+        broker: _broker,
+        bridge,
+        h,
+        topics: t,
+        w,
+    } = Rig::start("c3", CONSUMERS).await;
     let ts = chrono::Utc::now().to_rfc3339();
     w.publish(
         &t.consumer_climate("gh2"),
@@ -159,12 +153,8 @@ async fn a_climate_only_greenhouse_gets_an_estimated_demand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn offers_are_validated_and_published_retained() {
-    let broker = Mosquitto::start().unwrap();
-    let bridge = Bridge::start(&site(broker.port(), "c4", CONSUMERS))
-        .await
-        .unwrap();
-    let h = bridge.handle();
-    let t = Topics::new("c4");
+    let mut r = Rig::start("c4", CONSUMERS).await;
+    let h = r.h.clone();
     let offer = HeatOffer {
         ts: chrono::Utc::now(),
         available_kw: 75.0,
@@ -179,32 +169,32 @@ async fn offers_are_validated_and_published_retained() {
     };
     assert!(h.publish_offer("gh1", &bad).await.is_err());
     assert!(h.publish_offer("a/b", &offer).await.is_err());
-    let topic = t.consumer_offer("gh1");
-    // Once a first subscriber has it, the broker holds it: a late one gets
-    // it flagged retained.
-    let mut first = Watcher::new(broker.port(), &topic).await;
-    first.wait_for(&topic, SOON, |_| true).await;
-    let mut late = Watcher::new(broker.port(), &topic).await;
+    let topic = r.topics.consumer_offer("gh1");
+    // Once the rig's watcher has it, the broker holds it: a late subscriber
+    // gets it flagged retained.
+    r.w.wait_for(&topic, SOON, |_| true).await;
+    let mut late = Watcher::new(r.broker.port(), &topic).await;
     let (v, retained) = late.wait_for(&topic, SOON, |_| true).await;
     assert!(retained);
     assert_eq!(v["available_kw"], 75.0);
     assert_eq!(v["forecast_kw"][2], 40.0);
     assert_eq!(h.figures().heat_offered_kw, 75.0);
-    bridge.shutdown().await;
+    r.bridge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto"]
 async fn home_assistant_discovery_is_retained_with_availability() {
-    let broker = Mosquitto::start().unwrap();
     let extra = format!(
         "[home_assistant]\nprefix = \"ha\"\n{CONSUMERS}\n[[devices]]\nname = \"hm\"\naddress = \"127.0.0.1:{}\"\n[[devices.points]]\nname = \"power_kw\"\ntable = \"input\"\naddress = 0\ntype = \"f32\"\nword_order = \"ABCD\"\n[[devices.points]]\nname = \"pump\"\ntable = \"coil\"\naddress = 0\n",
         testkit::free_port()
     );
-    let bridge = Bridge::start(&site(broker.port(), "c5", &extra))
-        .await
-        .unwrap();
-    let t = Topics::new("c5");
+    let Rig {
+        broker,
+        bridge,
+        topics: t,
+        ..
+    } = Rig::start("c5", &extra).await;
     let dev_topic = "ha/device/phoenix_c5_facility_hm/config";
     let mut w = Watcher::new(broker.port(), "ha/#").await;
     let (v, _) = w.wait_for(dev_topic, SOON, |_| true).await;

@@ -275,3 +275,50 @@ pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A broker, a bridge started on `site_id` with the `extra` config, and a
+/// watcher on everything under the site's root; started once the bridge
+/// has said `online`.
+pub struct Rig {
+    pub broker: testkit::Mosquitto,
+    pub bridge: phoenix_hvac_bridge::Bridge,
+    pub h: phoenix_hvac_bridge::BridgeHandle,
+    pub topics: protocol::topics::Topics,
+    pub w: Watcher,
+}
+
+impl Rig {
+    pub async fn start(site_id: &str, extra: &str) -> Self {
+        let broker = testkit::Mosquitto::start().expect("mosquitto (scripts/install-test-deps)");
+        let topics = protocol::topics::Topics::new(site_id);
+        let mut w = Watcher::new(broker.port(), &format!("{}/#", topics.root())).await;
+        let bridge = phoenix_hvac_bridge::Bridge::start(&site(broker.port(), site_id, extra))
+            .await
+            .expect("bridge starts");
+        let h = bridge.handle();
+        w.wait_for(&topics.bridge_status(), Duration::from_secs(10), |v| {
+            v == "online"
+        })
+        .await;
+        Self {
+            broker,
+            bridge,
+            h,
+            topics,
+            w,
+        }
+    }
+
+    /// Wait for a state of `device` satisfying `pred`.
+    pub async fn state(
+        &mut self,
+        device: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let topic = self.topics.facility_state(device);
+        self.w
+            .wait_for(&topic, Duration::from_secs(10), pred)
+            .await
+            .0
+    }
+}
