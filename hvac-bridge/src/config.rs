@@ -33,9 +33,15 @@ pub enum ConfigError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// Not TOML, an unknown key, a missing key, or a wrong type.
-    #[error("{0}")]
-    Toml(#[from] toml::de::Error),
+    /// Not TOML, an unknown key, a missing key, or a wrong type; `place`
+    /// names the device and point the error lies in, when it lies in one.
+    #[error("{}{}", place.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), message)]
+    Toml {
+        /// `device `hp`, point `sp``, or `device `hp``.
+        place: Option<String>,
+        /// The parser's message (with line and column).
+        message: String,
+    },
     /// Well-formed but inconsistent.
     #[error("{place}: {problem}")]
     Invalid {
@@ -348,7 +354,10 @@ fn point_place(d: &str, p: &str) -> String {
 impl<C: DeserializeOwned> SiteConfig<C> {
     /// Parse and validate a site config from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text)?;
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            place: e.span().and_then(|span| enclosing_place(text, span.start)),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -430,6 +439,43 @@ impl<C> SiteConfig<C> {
     /// Settings of consumer `id`, if listed.
     pub fn consumer(&self, id: &str) -> Option<&ConsumerConfig> {
         self.consumers.iter().find(|c| c.id == id)
+    }
+}
+
+/// The `name = "…"` of the table whose header starts at line `from`.
+fn table_name(lines: &[&str], from: usize) -> Option<String> {
+    lines[from + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
+        })
+}
+
+/// The device (and point) whose table holds byte `offset` of `text`, for
+/// errors the TOML parser reports by position.
+fn enclosing_place(text: &str, offset: usize) -> Option<String> {
+    let line_of_error = text.get(..offset)?.matches('\n').count();
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |i: usize| lines[i].trim();
+    let table = (0..=line_of_error.min(lines.len().saturating_sub(1)))
+        .rev()
+        .find(|&i| header(i).starts_with('['))?;
+    let device_at = (0..=table).rev().find(|&i| header(i) == "[[devices]]")?;
+    if (device_at + 1..table)
+        .any(|i| header(i).starts_with('[') && !header(i).starts_with("[[devices."))
+    {
+        return None; // a later top-level section sits between them
+    }
+    let device = table_name(&lines, device_at)?;
+    match header(table) {
+        "[[devices]]" => Some(device_place(&device)),
+        "[[devices.points]]" => Some(match table_name(&lines, table) {
+            Some(point) => point_place(&device, &point),
+            None => device_place(&device),
+        }),
+        _ => None,
     }
 }
 
@@ -681,8 +727,18 @@ max = 70
             "[[devices.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\nwritabel = true\n",
         ));
         assert!(e.contains("writabel"), "{e}");
+        assert!(e.starts_with("device `heatpump`, point `a`: "), "{e}");
         let e = err(&format!("{BASE}\n[schedular]\nx = 1\n"));
         assert!(e.contains("schedular"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_device_they_lie_in() {
+        let e = err(&with_device("poll_ms = \"fast\"\n[[devices.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\n"));
+        assert!(e.starts_with("device `heatpump`: "), "{e}");
+        let e = err(&format!("{BASE}\n[modbus_server]\nlisten = \"nowhere\"\n"));
+        assert!(!e.contains("device"), "{e}");
+        assert!(e.contains("listen"), "{e}");
     }
 
     #[test]
