@@ -22,7 +22,7 @@ use crate::config::{
 };
 use crate::consumer::{ConsumerTracker, CurrentDemand};
 use crate::device::{
-    plan_write, plan_writes, DeviceState, DeviceTask, WriteCommand, WriteError, WriteRefused,
+    plan_write, plan_writes, DeviceCommand, DeviceState, DeviceTask, WriteError, WriteRefused,
 };
 use crate::server::{self, Figures};
 use crate::{BridgeError, CounterSnapshot, Counters};
@@ -54,7 +54,7 @@ pub struct HeatMeterReading {
 struct DeviceEntry {
     config: DeviceConfig,
     state: Arc<Mutex<DeviceState>>,
-    commands: mpsc::Sender<WriteCommand>,
+    commands: mpsc::Sender<DeviceCommand>,
 }
 
 struct NodeSeen {
@@ -216,10 +216,28 @@ impl Bridge {
         self.modbus_server_addr
     }
 
-    /// Publish `offline` on `bridge/status`, disconnect, stop every task.
+    /// Restore the points the bridge wrote (`restore_on_exit`), publish
+    /// `offline` on `bridge/status`, disconnect, stop every task.
     pub async fn shutdown(mut self) {
         let s = &self.handle.shared;
         s.stopping.store(true, Ordering::SeqCst);
+        let restores = s.devices.values().map(|d| async move {
+            let (done, rx) = oneshot::channel();
+            if d.commands
+                .send(DeviceCommand::RestoreAndStop(done))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // Each restore is one call bounded by the device's timeout.
+            let bound =
+                Duration::from_millis(d.config.timeout_ms * (d.config.points.len() as u64 + 2));
+            if tokio::time::timeout(bound, rx).await.is_err() {
+                warn!(device = %d.config.name, "Restoring points took too long; stopping anyway.");
+            }
+        });
+        futures::future::join_all(restores).await;
         let _ = s
             .client
             .publish(
@@ -448,7 +466,11 @@ impl BridgeHandle {
                 let device = device.to_string();
                 tokio::spawn(async move {
                     let (reply, rx) = oneshot::channel();
-                    if tx.send(WriteCommand { writes, reply }).await.is_ok() {
+                    if tx
+                        .send(DeviceCommand::Write { writes, reply })
+                        .await
+                        .is_ok()
+                    {
                         if let Ok(Err(e)) = rx.await {
                             debug!(device = %device, error = %e, "Write from MQTT failed.");
                         }
@@ -479,7 +501,7 @@ impl BridgeHandle {
         let (reply, rx) = oneshot::channel();
         entry
             .commands
-            .send(WriteCommand {
+            .send(DeviceCommand::Write {
                 writes: vec![w],
                 reply,
             })

@@ -267,6 +267,10 @@ pub struct PointConfig {
     /// Highest value a write may set; required for writable registers.
     #[serde(default)]
     pub max: Option<f64>,
+    /// Write back, on a clean shutdown, the value the point had before the
+    /// bridge first wrote it (default true; writable points only).
+    #[serde(default = "yes")]
+    pub restore_on_exit: bool,
 }
 
 fn default_scale() -> f64 {

@@ -282,9 +282,16 @@ pub enum WriteError {
     Stopped,
 }
 
-pub(crate) struct WriteCommand {
-    pub writes: Vec<PlannedWrite>,
-    pub reply: oneshot::Sender<Result<(), WriteError>>,
+pub(crate) enum DeviceCommand {
+    /// Checked writes, answered when done.
+    Write {
+        writes: Vec<PlannedWrite>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    /// Write back the values points had before the bridge first wrote them
+    /// (points with `restore_on_exit`), answer how many were restored, and
+    /// stop.
+    RestoreAndStop(oneshot::Sender<usize>),
 }
 
 /// What a device task reports after each poll.
@@ -294,7 +301,7 @@ pub(crate) type StateCallback = Arc<dyn Fn(&str, &DeviceState) + Send + Sync>;
 pub(crate) struct DeviceTask {
     pub config: DeviceConfig,
     pub state: Arc<Mutex<DeviceState>>,
-    pub commands: mpsc::Receiver<WriteCommand>,
+    pub commands: mpsc::Receiver<DeviceCommand>,
     pub counters: Arc<Counters>,
     pub on_state: StateCallback,
 }
@@ -307,19 +314,82 @@ impl DeviceTask {
         let mut tick = tokio::time::interval(Duration::from_millis(d.poll_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(device = %d.name, address = %d.address, blocks = plan.len(), "Polling device.");
+        // Values of restorable points before the bridge first wrote them.
+        let mut originals: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.poll(&mut link, &plan).await,
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let result = self.write(&mut link, &cmd.writes).await;
-                        let _ = cmd.reply.send(result);
+                    Some(DeviceCommand::Write { writes, reply }) => {
+                        self.remember_originals(&writes, &mut originals);
+                        let result = self.write(&mut link, &writes).await;
+                        let _ = reply.send(result);
                         self.poll(&mut link, &plan).await;
+                    }
+                    Some(DeviceCommand::RestoreAndStop(done)) => {
+                        let n = self.restore(&mut link, &originals).await;
+                        let _ = done.send(n);
+                        break;
                     }
                     None => break,
                 },
             }
         }
+    }
+
+    fn remember_originals(
+        &self,
+        writes: &[PlannedWrite],
+        originals: &mut BTreeMap<String, serde_json::Value>,
+    ) {
+        let d = &self.config;
+        let state = self
+            .state
+            .lock()
+            .map(|s| s.values.clone())
+            .unwrap_or_default();
+        for w in writes {
+            let restorable = d
+                .points
+                .iter()
+                .any(|p| p.name == w.point && p.restore_on_exit);
+            if !restorable || originals.contains_key(&w.point) {
+                continue;
+            }
+            match state.get(&w.point) {
+                Some(v) => {
+                    originals.insert(w.point.clone(), serde_json::to_value(v).unwrap_or_default());
+                }
+                None => {
+                    warn!(device = %d.name, point = %w.point, "Value before the first write unknown; it will not be restored on exit.");
+                }
+            }
+        }
+    }
+
+    /// Write back `originals` through the same checks as any write (an
+    /// original outside `min`/`max` is not written).
+    async fn restore(
+        &self,
+        link: &mut ModbusLink,
+        originals: &BTreeMap<String, serde_json::Value>,
+    ) -> usize {
+        let d = &self.config;
+        let mut restored = 0;
+        for (point, value) in originals {
+            match plan_write(d, point, value) {
+                Ok(w) => {
+                    if self.write(link, std::slice::from_ref(&w)).await.is_ok() {
+                        info!(device = %d.name, point = %point, value = w.value, "Point restored on exit.");
+                        restored += 1;
+                    }
+                }
+                Err(e) => {
+                    warn!(device = %d.name, point = %point, reason = %e, "Original value not restored.");
+                }
+            }
+        }
+        restored
     }
 
     async fn poll(&self, link: &mut ModbusLink, plan: &[ReadBlock]) {

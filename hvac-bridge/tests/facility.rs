@@ -7,6 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{device_section, eventually, PyDevice, Rig};
+use phoenix_hvac_bridge::modbus::{ModbusLink, Values};
+use phoenix_hvac_bridge::registers::{ReadBlock, Table};
 use protocol::units::Celsius;
 use serde_json::Value;
 
@@ -53,8 +55,8 @@ async fn polls_every_type_and_word_order_and_publishes_the_state_retained() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto and pymodbus"]
-async fn writes_within_bounds_reach_the_device_and_everything_else_is_refused() {
-    let (_dev, mut r) = rig("t2", "heat_pump", 500).await;
+async fn writes_within_bounds_reach_the_device_everything_else_is_refused_and_exit_restores() {
+    let (dev, mut r) = rig("t2", "heat_pump", 500).await;
     let set = r.topics.facility_set("hp");
     r.state("hp", |v| v["online"] == true).await;
 
@@ -98,6 +100,25 @@ async fn writes_within_bounds_reach_the_device_and_everything_else_is_refused() 
         "no heat meter role in this site"
     );
     r.bridge.shutdown().await;
+
+    // A clean shutdown put back what the device had before the bridge wrote.
+    let mut link = ModbusLink::new(format!("127.0.0.1:{}", dev.port), 1, SOON);
+    let sp = link
+        .read(ReadBlock {
+            table: Table::Holding,
+            start: 0,
+            count: 1,
+        })
+        .await;
+    assert_eq!(sp, Ok(Ok(Values::Words(vec![450]))));
+    let pump = link
+        .read(ReadBlock {
+            table: Table::Coil,
+            start: 0,
+            count: 1,
+        })
+        .await;
+    assert_eq!(pump, Ok(Ok(Values::Bits(vec![true]))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
