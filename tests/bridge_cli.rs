@@ -44,7 +44,7 @@ fn wait_retained(port: u16, topic: &str, pred: impl Fn(&str) -> bool) -> String 
 }
 
 #[test]
-#[ignore = "needs mosquitto, mosquitto-clients and pymodbus"]
+#[ignore = "needs mosquitto, mosquitto-clients, pymodbus and mbpoll"]
 fn phoenix_bridge_runs_alone_and_stops_cleanly_on_sigterm() {
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +102,27 @@ anything = "the bridge carries the controller's section unread"
     wait_retained(broker.port(), "phoenix/v1/cli/bridge/status", |m| {
         m == "online"
     });
+    let published = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args([
+            "-t",
+            "phoenix/v1/cli/facility/hp/set",
+            "-m",
+            r#"{"supply_setpoint_c": 60}"#,
+        ])
+        .status()
+        .unwrap();
+    assert!(published.success());
+    wait_retained(broker.port(), "phoenix/v1/cli/facility/hp/state", |m| {
+        m.contains(r#""supply_setpoint_c":60.0"#)
+    });
 
     let killed = Command::new("kill")
         .args(["-TERM", &bridge.id().to_string()])
@@ -124,6 +145,31 @@ anything = "the bridge carries the controller's section unread"
         retained(broker.port(), "phoenix/v1/cli/bridge/status"),
         "offline"
     );
+    // The setpoint is back to what the device had before the write.
+    let read = Command::new("mbpoll")
+        .args([
+            "-m",
+            "tcp",
+            "-p",
+            &dev_port.to_string(),
+            "-0",
+            "-r",
+            "0",
+            "-c",
+            "1",
+            "-t",
+            "4",
+            "-1",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("mbpoll installed (scripts/install-test-deps)");
+    let text = String::from_utf8_lossy(&read.stdout);
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[0]:"))
+        .map(str::trim);
+    assert_eq!(value, Some("450"), "{text}");
 }
 
 #[test]
