@@ -73,6 +73,10 @@ struct Shared {
     counters: Arc<Counters>,
     home_assistant: Option<HomeAssistantConfig>,
     stopping: AtomicBool,
+    /// Whether the broker has acknowledged the current connection; device
+    /// states are not queued while it has not (the next poll after the
+    /// reconnection publishes a fresh one).
+    connected: Arc<AtomicBool>,
 }
 
 /// The cloneable handle to a running bridge: the controller's typed API.
@@ -133,6 +137,7 @@ impl Bridge {
         };
         let modbus_server_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
 
+        let connected = Arc::new(AtomicBool::new(false));
         let mut device_tasks = Vec::new();
         let mut devices = BTreeMap::new();
         for d in &config.devices {
@@ -148,12 +153,16 @@ impl Bridge {
             );
             let client = client.clone();
             let topics = topics.clone();
+            let connected = connected.clone();
             device_tasks.push(DeviceTask {
                 config: d.clone(),
                 state,
                 commands: rx,
                 counters: counters.clone(),
                 on_state: Arc::new(move |name, state| {
+                    if !connected.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let body = state.to_json().to_string();
                     if let Err(e) = client.try_publish(
                         topics.facility_state(name),
@@ -181,6 +190,7 @@ impl Bridge {
             counters,
             home_assistant: config.home_assistant.clone().filter(|h| h.enabled),
             stopping: AtomicBool::new(false),
+            connected,
         });
         let handle = BridgeHandle { shared };
         let mut tasks: Vec<JoinHandle<()>> = device_tasks
@@ -299,6 +309,7 @@ async fn mqtt_loop(mut eventloop: EventLoop, handle: BridgeHandle) {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 delay = Duration::from_millis(250);
+                s.connected.store(true, Ordering::SeqCst);
                 info!("MQTT connected.");
                 handle.on_connect();
             }
@@ -310,6 +321,7 @@ async fn mqtt_loop(mut eventloop: EventLoop, handle: BridgeHandle) {
             }
             Ok(_) => {}
             Err(e) => {
+                s.connected.store(false, Ordering::SeqCst);
                 if s.stopping.load(Ordering::SeqCst) {
                     return;
                 }
@@ -323,44 +335,52 @@ async fn mqtt_loop(mut eventloop: EventLoop, handle: BridgeHandle) {
 }
 
 impl BridgeHandle {
+    /// After every ConnAck: subscribe again (clean session), publish
+    /// `online` and the discovery configs. Done in a task with the awaiting
+    /// client calls, so a request queue filled while disconnected delays
+    /// them instead of dropping them.
     fn on_connect(&self) {
-        let s = &self.shared;
-        let t = &s.topics;
-        for topic in [
-            t.all_facility_set(),
-            t.all_consumer_demand(),
-            t.all_consumer_climate(),
-            t.all_consumer_offer(),
-            t.all_node_telemetry(),
-            t.all_node_status(),
-        ] {
-            if let Err(e) = s.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                warn!(topic = %topic, error = %e, "Subscribe not queued.");
-            }
-        }
-        let _ = s
-            .client
-            .try_publish(t.bridge_status(), QoS::AtLeastOnce, true, STATUS_ONLINE);
-        if let Some(ha) = &s.home_assistant {
-            let mut configs: Vec<(String, serde_json::Value)> = s
-                .devices
-                .values()
-                .map(|d| crate::ha::device_discovery(ha, t, &d.config))
-                .collect();
-            configs.extend(
-                s.consumer_cfg
-                    .iter()
-                    .map(|c| crate::ha::consumer_discovery(ha, t, &c.id)),
-            );
-            for (topic, payload) in configs {
-                if let Err(e) =
-                    s.client
-                        .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.to_string())
-                {
-                    warn!(topic = %topic, error = %e, "Discovery config not queued.");
+        let handle = self.clone();
+        tokio::spawn(async move {
+            let s = &handle.shared;
+            let t = &s.topics;
+            let subscriptions = [
+                t.all_facility_set(),
+                t.all_consumer_demand(),
+                t.all_consumer_climate(),
+                t.all_consumer_offer(),
+                t.all_node_telemetry(),
+                t.all_node_status(),
+            ];
+            for topic in subscriptions {
+                if let Err(e) = s.client.subscribe(topic.clone(), QoS::AtLeastOnce).await {
+                    warn!(topic = %topic, error = %e, "Subscribe failed.");
                 }
             }
-        }
+            let mut retained = vec![(t.bridge_status(), STATUS_ONLINE.to_string())];
+            if let Some(ha) = &s.home_assistant {
+                retained.extend(
+                    s.devices
+                        .values()
+                        .map(|d| crate::ha::device_discovery(ha, t, &d.config))
+                        .chain(
+                            s.consumer_cfg
+                                .iter()
+                                .map(|c| crate::ha::consumer_discovery(ha, t, &c.id)),
+                        )
+                        .map(|(topic, payload)| (topic, payload.to_string())),
+                );
+            }
+            for (topic, payload) in retained {
+                if let Err(e) = s
+                    .client
+                    .publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+                    .await
+                {
+                    warn!(topic = %topic, error = %e, "Retained publish failed.");
+                }
+            }
+        });
     }
 
     fn malformed(&self, topic: &str, error: &dyn std::fmt::Display) {
