@@ -42,9 +42,9 @@ pub struct HeatMeterReading {
     /// Energy counter, kWh.
     pub energy_kwh: f64,
     /// Supply temperature, if the meter has the point.
-    pub supply: Option<Celsius>,
+    pub supply_temp: Option<Celsius>,
     /// Return temperature, if the meter has the point.
-    pub return_: Option<Celsius>,
+    pub return_temp: Option<Celsius>,
     /// Volume flow, m³/h, if the meter has the point.
     pub flow_m3_h: Option<f64>,
     /// When it was polled.
@@ -566,8 +566,8 @@ impl BridgeHandle {
             (true, Some(power), Some(energy), Some(ts)) => Ok(HeatMeterReading {
                 power: KiloWatts(power),
                 energy_kwh: energy,
-                supply: get(role_points::SUPPLY_C).map(Celsius),
-                return_: get(role_points::RETURN_C).map(Celsius),
+                supply_temp: get(role_points::SUPPLY_C).map(Celsius),
+                return_temp: get(role_points::RETURN_C).map(Celsius),
                 flow_m3_h: get(role_points::FLOW_M3_H),
                 ts,
             }),
@@ -644,8 +644,8 @@ impl BridgeHandle {
         }
         if let Ok(r) = self.read_heat_meter() {
             f.heat_delivered_kw = r.power.get();
-            f.supply_temp_c = r.supply.map_or(0.0, |c| c.get());
-            f.return_temp_c = r.return_.map_or(0.0, |c| c.get());
+            f.supply_temp_c = r.supply_temp.map_or(0.0, |c| c.get());
+            f.return_temp_c = r.return_temp.map_or(0.0, |c| c.get());
         }
         if let Ok(nodes) = s.nodes.lock() {
             for n in nodes.values() {

@@ -91,18 +91,26 @@ pub struct Counters {
     pub mqtt_errors: AtomicU64,
 }
 
-/// A copy of [`Counters`].
+/// A copy of [`Counters`] (same fields, same meaning).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[allow(missing_docs)]
 pub struct CounterSnapshot {
+    /// Failed Modbus calls: connects, timeouts, transport errors.
     pub modbus_errors: u64,
+    /// Of which timeouts.
     pub modbus_timeouts: u64,
+    /// Exception answers from devices.
     pub modbus_exceptions: u64,
+    /// Malformed MQTT payloads.
     pub malformed_payloads: u64,
+    /// Writes done.
     pub writes_ok: u64,
+    /// Writes refused by the checks (nothing sent).
     pub writes_refused: u64,
+    /// Writes that passed the checks but failed at the device.
     pub writes_failed: u64,
+    /// Consumers that went stale.
     pub stale_events: u64,
+    /// MQTT connection errors.
     pub mqtt_errors: u64,
 }
 

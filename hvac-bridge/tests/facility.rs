@@ -137,7 +137,7 @@ async fn a_device_down_at_start_goes_online_when_it_appears() {
     let m = r.h.read_heat_meter().unwrap();
     assert_eq!(m.power.get(), 42.5);
     assert_eq!(m.energy_kwh, 1234567.0);
-    assert_eq!(m.supply, Some(Celsius(55.2)));
+    assert_eq!(m.supply_temp, Some(Celsius(55.2)));
     r.bridge.shutdown().await;
 }
 
