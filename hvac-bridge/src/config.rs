@@ -740,6 +740,14 @@ max = 70
     fn parse_errors_name_the_device_they_lie_in() {
         let e = err(&with_device("poll_ms = \"fast\"\n[[devices.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\n"));
         assert!(e.starts_with("device `heatpump`: "), "{e}");
+        let e = err(&with_device(
+            "[[devices.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\n[[consumers]]\nid = \"gh1\"\nstale_after = 5\n",
+        ));
+        assert!(
+            !e.contains("device `"),
+            "an error in [[consumers]] names no device: {e}"
+        );
+        assert!(e.contains("stale_after"), "{e}");
         let e = err(&format!("{BASE}\n[modbus_server]\nlisten = \"nowhere\"\n"));
         assert!(!e.contains("device"), "{e}");
         assert!(e.contains("listen"), "{e}");

@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_outdoor_temperature_feeds_forward_until_a_reading_arrives() {
+        let mut e = DemandEstimator::new(EstimatorConfig {
+            outdoor_c: Some(10.0),
+            ..est_cfg()
+        });
+        assert_eq!(e.update(20.0, 20.0, None, 60.0), 20.0);
+        assert_eq!(e.update(20.0, 20.0, Some(0.0), 60.0), 40.0);
+        // The last reading is kept when a later message has none.
+        assert_eq!(e.update(20.0, 20.0, None, 60.0), 40.0);
+        // Without any outdoor temperature the feed-forward is off.
+        let mut bare = DemandEstimator::new(est_cfg());
+        assert_eq!(bare.update(20.0, 20.0, None, 60.0), 0.0);
+    }
+
+    #[test]
     fn the_estimate_is_never_negative_and_never_above_max() {
         let mut e = DemandEstimator::new(est_cfg());
         assert_eq!(e.update(30.0, 18.0, Some(25.0), 60.0), 0.0);
