@@ -22,6 +22,10 @@ enum Command {
     Agent(cmd::agent::Args),
     /// Print a documented default configuration (`agent`).
     GenerateConfig(cmd::generate_config::Args),
+    /// Run the facility bridge alone: Modbus devices ⇄ MQTT, consumer
+    /// demand/offers, the read-out Modbus server (same site config as the
+    /// controller).
+    Bridge(cmd::bridge::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::GenerateConfig(args) => cmd::generate_config::run(args),
+        Command::Bridge(args) => cmd::bridge::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod bridge;
 pub mod generate_config;
 pub mod plan;
