@@ -26,6 +26,9 @@ enum Command {
     /// demand/offers, the read-out Modbus server (same site config as the
     /// controller).
     Bridge(cmd::bridge::Args),
+    /// Run the site's controller: plans every period and applies them,
+    /// with the bridge, HTTP API and web page (docs/controller.md).
+    Controller(cmd::controller::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::GenerateConfig(args) => cmd::generate_config::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Controller(args) => cmd::controller::run(args),
     };
     match result {
         Ok(code) => code,

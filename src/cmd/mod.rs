@@ -2,5 +2,6 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod controller;
 pub mod generate_config;
 pub mod plan;

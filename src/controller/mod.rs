@@ -8,5 +8,6 @@ pub mod config;
 pub mod cycle;
 pub mod metrics;
 pub mod nodes;
+pub mod run;
 pub mod snapshot;
 pub mod state;
