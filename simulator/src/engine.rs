@@ -51,6 +51,10 @@ pub struct Outcome {
     pub timing: Timing,
     /// Server ids, by index (for per-server series).
     pub server_ids: Vec<String>,
+    /// Group name of each server.
+    pub server_groups: Vec<String>,
+    /// Loop id of each server, if any.
+    pub server_loops: Vec<Option<String>>,
     /// Loop ids.
     pub loop_ids: Vec<String>,
     /// Consumer ids.
@@ -127,6 +131,16 @@ pub fn run(
         series: std::mem::take(&mut e.series),
         timing,
         server_ids: site.server_ids.clone(),
+        server_groups: site
+            .server_group
+            .iter()
+            .map(|&g| site.group_names[g].clone())
+            .collect(),
+        server_loops: site
+            .snapshot_servers
+            .iter()
+            .map(|s| s.heat_loop.clone())
+            .collect(),
         loop_ids: site.loops.iter().map(|l| l.id.clone()).collect(),
         consumer_ids: site.consumers.iter().map(|c| c.id.clone()).collect(),
         weather: site.weather.describe(),
