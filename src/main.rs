@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Solve one snapshot and print the plan (phoenix.plan/v1 JSON).
     Plan(cmd::plan::Args),
+    /// Simulate a site scenario (capacity planning): summary, time series, charts, report.
+    Simulate(cmd::simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => cmd::plan::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {
         Ok(code) => code,
