@@ -72,6 +72,8 @@ struct Active {
     deadline: Option<DateTime<Utc>>,
     missed: bool,
     grant: f64,
+    /// Batch cores per horizon step of the last plan.
+    planned: Vec<f64>,
 }
 
 /// Running totals.
@@ -241,7 +243,12 @@ impl<'a> Engine<'a> {
             let began = Instant::now();
             self.admit(t0);
             self.check_deadlines(t0);
-            self.plan(t0);
+            let offset = (p % sim.replan_periods as u64) as usize;
+            if offset == 0 || sim.scheduler == SchedulerKind::None {
+                self.plan(t0);
+            } else {
+                self.follow_plan(offset);
+            }
             self.planning += began.elapsed();
 
             let began = Instant::now();
@@ -292,6 +299,7 @@ impl<'a> Engine<'a> {
                 deadline: j.deadline,
                 missed: false,
                 grant: 0.0,
+                planned: Vec::new(),
             });
             self.next_job += 1;
         }
@@ -329,6 +337,19 @@ impl<'a> Engine<'a> {
             SchedulerKind::None => self.first_fit(t_s),
             SchedulerKind::Greedy => self.solve(t_s, SolverKind::Greedy),
             SchedulerKind::Optimizer => self.solve(t_s, SolverKind::Optimizer),
+        }
+        self.apply_to_bank();
+    }
+
+    /// Between plans (`sim.replan_periods` > 1): apply the batch cores the
+    /// last plan gave for this step of its horizon.
+    fn follow_plan(&mut self, offset: usize) {
+        for a in &mut self.active {
+            a.grant = if a.host.is_some() {
+                a.planned.get(offset).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            };
         }
         self.apply_to_bank();
     }
@@ -535,6 +556,7 @@ impl<'a> Engine<'a> {
             } else {
                 0.0
             };
+            a.planned = vec![a.grant];
         }
     }
 

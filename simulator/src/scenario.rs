@@ -117,6 +117,11 @@ pub struct SimSection {
     /// Planner.
     #[serde(default)]
     pub scheduler: SchedulerKind,
+    /// Plan every this many control periods (1 = every period); in between,
+    /// the last plan's later steps are applied (its placement and on/off
+    /// hold for its whole horizon). At most `horizon_steps`.
+    #[serde(default = "SimSection::default_replan_periods")]
+    pub replan_periods: usize,
     /// Time limit of one plan, ms (the optimiser returns its best plan by then).
     #[serde(default = "SimSection::default_plan_time_limit_ms")]
     pub plan_time_limit_ms: u64,
@@ -137,6 +142,9 @@ impl SimSection {
         8
     }
     fn default_seed() -> u64 {
+        1
+    }
+    fn default_replan_periods() -> usize {
         1
     }
     fn default_plan_time_limit_ms() -> u64 {
@@ -933,6 +941,15 @@ impl Scenario {
         }
         if s.horizon_steps == 0 {
             return Err(ScenarioError::invalid("sim.horizon_steps", "must be ≥ 1"));
+        }
+        if s.replan_periods == 0 || s.replan_periods > s.horizon_steps {
+            return Err(ScenarioError::invalid(
+                "sim.replan_periods",
+                format!(
+                    "{} must lie in [1, horizon_steps = {}]",
+                    s.replan_periods, s.horizon_steps
+                ),
+            ));
         }
         if let Some(step) = self.output.step_s {
             let r = step / s.physics_step_s;

@@ -203,3 +203,24 @@ fn impossible_deadlines_are_counted_and_the_run_goes_on() {
         assert!(s.batch_jobs_completed >= 1);
     }
 }
+
+#[test]
+fn replanning_every_few_periods_follows_the_plans_later_steps() {
+    let every = run(&load("small.toml", &[("sim.scheduler", "greedy")])).summary;
+    let sc = load(
+        "small.toml",
+        &[("sim.scheduler", "greedy"), ("sim.replan_periods", "4")],
+    );
+    let s = run(&sc).summary;
+    assert_eq!(every.plans, 96);
+    assert_eq!(s.plans, 24);
+    check_balance(&s);
+    assert!(s.batch_jobs_completed > 0);
+    let e = Scenario::from_toml(
+        &std::fs::read_to_string(root().join("scenarios/small.toml")).unwrap(),
+        &root(),
+        &[("sim.replan_periods".into(), "9".into())],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("sim.replan_periods"));
+}
