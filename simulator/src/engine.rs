@@ -165,6 +165,8 @@ struct Engine<'a> {
     planning: Duration,
     server_steps: u64,
     periods: u64,
+    /// Hour of day at the start.
+    start_hour: f64,
 }
 
 impl<'a> Engine<'a> {
@@ -206,6 +208,10 @@ impl<'a> Engine<'a> {
             planning: Duration::ZERO,
             server_steps: 0,
             periods: 0,
+            start_hour: {
+                let s = sc.sim.start;
+                f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
+            },
         }
     }
 
@@ -214,10 +220,7 @@ impl<'a> Engine<'a> {
     }
 
     fn hour_at(&self, t_s: f64) -> f64 {
-        let s = self.sc.sim.start;
-        let h0 =
-            f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0;
-        (h0 + t_s / 3600.0).rem_euclid(24.0)
+        (self.start_hour + t_s / 3600.0).rem_euclid(24.0)
     }
 
     fn price_at(&self, t_s: f64) -> f64 {
@@ -676,6 +679,7 @@ impl<'a> Engine<'a> {
         let nc = self.site.consumers.len();
         let mut demand = vec![0.0; nc];
         let mut delivered = vec![0.0; nc];
+        let mut setpoints = vec![f64::NAN; nc];
         for k in 0..substeps {
             let t = t0 + k as f64 * dt;
             let mid = t + 0.5 * dt;
@@ -683,7 +687,7 @@ impl<'a> Engine<'a> {
             let hour = self.hour_at(mid);
             let price = self.price_at(mid);
             let it_kw = totals[k * width] / 1000.0;
-            let mut setpoints = vec![f64::NAN; nc];
+            setpoints.fill(f64::NAN);
             for (c, d) in self.consumers.iter().enumerate() {
                 demand[c] = match d {
                     Demand::Profile(h) => h.at_hour(hour.floor() as u32),
