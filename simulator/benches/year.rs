@@ -56,6 +56,12 @@ fn main() {
         t.physics_s * 1e9 / t.server_steps.max(1) as f64
     );
     println!(
+        "planning: solver {:.2} s, snapshots {:.2} s, applying and bookkeeping {:.2} s",
+        t.solver_s,
+        t.snapshot_s,
+        t.planning_s - t.solver_s - t.snapshot_s
+    );
+    println!(
         "extrapolated to 365 days: physics {:.1} s, planning {:.1} s",
         t.physics_s * 365.0 / sc.sim.days,
         t.planning_s * 365.0 / sc.sim.days

@@ -124,6 +124,8 @@ pub fn run(
     let timing = Timing {
         physics_s: e.physics.as_secs_f64(),
         planning_s: e.planning.as_secs_f64(),
+        solver_s: e.solver.as_secs_f64(),
+        snapshot_s: e.snapshotting.as_secs_f64(),
         wall_s,
         server_steps: e.server_steps,
         plans: e.t.plans,
@@ -163,6 +165,8 @@ struct Engine<'a> {
     steps_per_bucket: usize,
     physics: Duration,
     planning: Duration,
+    solver: Duration,
+    snapshotting: Duration,
     server_steps: u64,
     periods: u64,
     /// Hour of day at the start.
@@ -206,6 +210,8 @@ impl<'a> Engine<'a> {
             steps_per_bucket: (out_step / sc.sim.physics_step_s).round() as usize,
             physics: Duration::ZERO,
             planning: Duration::ZERO,
+            solver: Duration::ZERO,
+            snapshotting: Duration::ZERO,
             server_steps: 0,
             periods: 0,
             start_hour: {
@@ -474,8 +480,13 @@ impl<'a> Engine<'a> {
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());
+        let began = Instant::now();
         let (snap, index) = self.snapshot(t_s, true);
-        match scheduler::solve(&snap, &opts) {
+        let built = Instant::now();
+        let solved = scheduler::solve(&snap, &opts);
+        self.solver += built.elapsed();
+        self.snapshotting += built - began;
+        match solved {
             Ok(plan) => return self.apply_plan(t_s, &plan, &index),
             Err(e) => {
                 self.t.plan_failures += 1;

@@ -90,6 +90,10 @@ pub struct Timing {
     pub physics_s: f64,
     /// Building snapshots, planning and applying plans, s.
     pub planning_s: f64,
+    /// Of which inside `scheduler::solve`, s.
+    pub solver_s: f64,
+    /// Of which building snapshots, s.
+    pub snapshot_s: f64,
     /// Whole run, s.
     pub wall_s: f64,
     /// Physics steps × servers.

@@ -19,6 +19,9 @@ use scheduler::curve::PowerCurve;
 /// Servers per parallel chunk.
 pub const CHUNK: usize = 64;
 
+/// Server-steps in a period from which the period runs in parallel.
+pub const PARALLEL_MIN_SERVER_STEPS: usize = 200_000;
+
 /// Physics of one server group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPhysics {
@@ -142,23 +145,34 @@ impl ServerBank {
         let on = &self.on;
         let ic = &self.interactive_cores;
         let bc = &self.batch_cores;
-        let partials: Vec<Vec<f64>> = self
-            .temp_c
-            .par_chunks_mut(CHUNK)
-            .zip(self.period.par_chunks_mut(CHUNK))
-            .enumerate()
-            .map(|(c, (temps, outs))| {
-                let mut acc = vec![0.0; steps * width];
-                let base = c * CHUNK;
-                for (j, (temp, out)) in temps.iter_mut().zip(outs.iter_mut()).enumerate() {
-                    let s = base + j;
-                    let g = &groups[group[s]];
-                    let decay = inp.decay[group[s]];
-                    *out = step_server(g, decay, on[s], ic[s], bc[s], temp, inp, &mut acc, width);
-                }
-                acc
-            })
-            .collect();
+        let chunk = |(c, (temps, outs)): (usize, (&mut [f64], &mut [ServerPeriod]))| {
+            let mut acc = vec![0.0; steps * width];
+            let base = c * CHUNK;
+            for (j, (temp, out)) in temps.iter_mut().zip(outs.iter_mut()).enumerate() {
+                let s = base + j;
+                let g = &groups[group[s]];
+                let decay = inp.decay[group[s]];
+                *out = step_server(g, decay, on[s], ic[s], bc[s], temp, inp, &mut acc, width);
+            }
+            acc
+        };
+        // Small periods run on this thread: waking the pool costs more than
+        // the work. The chunking, and so the order of the sums, is the same.
+        let partials: Vec<Vec<f64>> = if n * steps >= PARALLEL_MIN_SERVER_STEPS {
+            self.temp_c
+                .par_chunks_mut(CHUNK)
+                .zip(self.period.par_chunks_mut(CHUNK))
+                .enumerate()
+                .map(chunk)
+                .collect()
+        } else {
+            self.temp_c
+                .chunks_mut(CHUNK)
+                .zip(self.period.chunks_mut(CHUNK))
+                .enumerate()
+                .map(chunk)
+                .collect()
+        };
         let mut total = vec![0.0; steps * width];
         for p in partials {
             for (t, v) in total.iter_mut().zip(p) {
@@ -182,50 +196,72 @@ fn step_server(
     width: usize,
 ) -> ServerPeriod {
     let dt = inp.dt_s;
-    let mut out = ServerPeriod {
-        max_temp_c: *temp,
-        ..ServerPeriod::default()
-    };
+    let pts = g.curve.points_w();
+    // Utilisation in tenths (the curve's index space) per core of demand.
+    let tenths_per_core = 10.0 / g.cores;
+    let mut t = *temp;
+    let mut max_t = t;
+    let mut energy_w = 0.0;
+    let mut util_tenths = 0.0;
+    let mut batch_served = 0.0;
+    let mut sla_steps = 0u32;
+    let mut hot_steps = 0u32;
+    let mut p = g.off_w;
     for (k, &f) in inp.load_factor.iter().enumerate() {
-        let p = if on {
+        if on {
             let inter = interactive_cores * f;
-            let demand = inter + batch_cores;
-            let u = (demand / g.cores).min(1.0);
-            let p_dem = g.curve.power_w(u);
-            let (p, u_eff) = if p_dem > g.cap_w {
-                (g.cap_w, g.u_cap)
+            let x = ((inter + batch_cores) * tenths_per_core).min(10.0);
+            let i = (x as usize).min(9);
+            let p_dem = pts[i] + (x - i as f64) * (pts[i + 1] - pts[i]);
+            if p_dem > g.cap_w {
+                // Capped: interactive first, batch gets what is left.
+                p = g.cap_w;
+                let avail = g.u_cap * g.cores;
+                if inter > avail + 1e-9 {
+                    sla_steps += 1;
+                }
+                if batch_cores > 0.0 {
+                    batch_served += (avail - inter.min(avail)).min(batch_cores) / batch_cores;
+                } else {
+                    batch_served += 1.0;
+                }
+                util_tenths += g.u_cap * 10.0;
             } else {
-                (p_dem, u)
-            };
-            let avail = u_eff * g.cores;
-            if inter > avail + 1e-9 {
-                out.sla_s += dt;
+                p = p_dem;
+                if inter > g.cores + 1e-9 {
+                    sla_steps += 1;
+                }
+                batch_served += if batch_cores > 0.0 {
+                    ((g.cores - inter.min(g.cores)).min(batch_cores)) / batch_cores
+                } else {
+                    1.0
+                };
+                util_tenths += x;
             }
-            let served = (avail - inter.min(avail)).min(batch_cores);
-            out.batch_served_s += if batch_cores > 0.0 {
-                served / batch_cores * dt
-            } else {
-                dt
-            };
-            out.util_s += u_eff * dt;
-            p
-        } else {
-            g.off_w
-        };
-        *temp = rc_step(*temp, g.inlet_c + g.r_k_per_w * p, decay);
-        if *temp > g.temp_limit_c + 1e-9 {
-            out.thermal_s += dt;
         }
-        out.max_temp_c = out.max_temp_c.max(*temp);
-        out.energy_j += p * dt;
-        out.last_power_w = p;
-        let row = &mut acc[k * width..(k + 1) * width];
-        row[0] += p;
+        let steady = g.inlet_c + g.r_k_per_w * p;
+        t = steady + (t - steady) * decay;
+        if t > g.temp_limit_c + 1e-9 {
+            hot_steps += 1;
+        }
+        max_t = max_t.max(t);
+        energy_w += p;
+        let row = k * width;
+        acc[row] += p;
         if let Some(l) = g.heat_loop {
-            row[1 + l] += g.recovery * p;
+            acc[row + 1 + l] += g.recovery * p;
         }
     }
-    out
+    *temp = t;
+    ServerPeriod {
+        energy_j: energy_w * dt,
+        util_s: util_tenths * 0.1 * dt,
+        batch_served_s: if on { batch_served * dt } else { 0.0 },
+        sla_s: f64::from(sla_steps) * dt,
+        thermal_s: f64::from(hot_steps) * dt,
+        max_temp_c: max_t,
+        last_power_w: p,
+    }
 }
 
 #[cfg(test)]
