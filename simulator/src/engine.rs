@@ -301,15 +301,20 @@ impl<'a> Engine<'a> {
             if j.kind == VmKind::Batch {
                 self.t.batch_jobs += 1;
             }
-            self.active.push(Active {
-                job: self.next_job,
-                host: None,
-                left_core_h: j.work_core_h,
-                deadline: j.deadline,
-                missed: false,
-                grant: 0.0,
-                planned: Vec::new(),
-            });
+            // Keep `active` in VM-id order (the order of the plan's maps).
+            let pos = self.active.partition_point(|a| self.jobs[a.job].id < j.id);
+            self.active.insert(
+                pos,
+                Active {
+                    job: self.next_job,
+                    host: None,
+                    left_core_h: j.work_core_h,
+                    deadline: j.deadline,
+                    missed: false,
+                    grant: 0.0,
+                    planned: Vec::new(),
+                },
+            );
             self.next_job += 1;
         }
     }
@@ -514,33 +519,63 @@ impl<'a> Engine<'a> {
     }
 
     fn apply_plan(&mut self, t_s: f64, plan: &Plan, index: &[usize]) {
-        let mut job_index: HashMap<&str, usize> = HashMap::with_capacity(index.len());
-        for &i in index {
-            job_index.insert(self.jobs[self.active[i].job].id.as_str(), i);
-        }
-        for (vm, host) in &plan.placements {
-            if let (Some(&i), Some(&s)) =
-                (job_index.get(vm.as_str()), self.site.server_index.get(host))
-            {
+        // `active` is kept in VM-id order, and so are the snapshot's VMs and
+        // the plan's maps: walk them side by side; fall back to lookups if
+        // the plan is shaped otherwise.
+        let mut in_order = plan.placements.len() == index.len();
+        if in_order {
+            for ((vm, host), &i) in plan.placements.iter().zip(index) {
+                let a = &self.active[i];
+                if self.jobs[a.job].id != *vm {
+                    in_order = false;
+                    break;
+                }
+                let s = match a.host {
+                    Some(h) if self.site.server_ids[h] == *host => h,
+                    _ => match self.site.server_index.get(host) {
+                        Some(&s) => s,
+                        None => continue,
+                    },
+                };
                 self.active[i].host = Some(s);
             }
         }
+        if !in_order {
+            let job_index: HashMap<&str, usize> = index
+                .iter()
+                .map(|&i| (self.jobs[self.active[i].job].id.as_str(), i))
+                .collect();
+            for (vm, host) in &plan.placements {
+                if let (Some(&i), Some(&s)) =
+                    (job_index.get(vm.as_str()), self.site.server_index.get(host))
+                {
+                    self.active[i].host = Some(s);
+                }
+            }
+        }
         for &i in index {
-            let id = self.jobs[self.active[i].job].id.as_str();
-            self.active[i].grant = plan
-                .batch_cores
-                .get(id)
-                .and_then(|c| c.first().copied())
-                .unwrap_or(0.0);
+            let a = &mut self.active[i];
+            let j = &self.jobs[a.job];
+            if j.kind == VmKind::Batch {
+                a.planned = plan.batch_cores.get(&j.id).cloned().unwrap_or_default();
+                a.grant = a.planned.first().copied().unwrap_or(0.0);
+            } else {
+                a.grant = 0.0;
+            }
         }
         let mut switches = 0;
-        for (id, &on) in &plan.servers_on {
-            if let Some(&s) = self.site.server_index.get(id) {
-                if self.bank.on[s] != on {
-                    switches += 1;
-                }
-                self.bank.on[s] = on;
+        for (k, (id, &on)) in plan.servers_on.iter().enumerate() {
+            let s = match self.site.server_sorted.get(k) {
+                Some(&s) if self.site.server_ids[s] == *id => s,
+                _ => match self.site.server_index.get(id) {
+                    Some(&s) => s,
+                    None => continue,
+                },
+            };
+            if self.bank.on[s] != on {
+                switches += 1;
             }
+            self.bank.on[s] = on;
         }
         self.t.switches += switches;
         self.t.migrations += plan.migrations.len();

@@ -215,7 +215,14 @@ fn replanning_every_few_periods_follows_the_plans_later_steps() {
     assert_eq!(every.plans, 96);
     assert_eq!(s.plans, 24);
     check_balance(&s);
-    assert!(s.batch_jobs_completed > 0);
+    // Between plans the batch work of the plan's later steps runs: nearly as
+    // much work gets done as when planning every period.
+    assert!(
+        s.batch_jobs_completed as f64 >= 0.8 * every.batch_jobs_completed as f64,
+        "{} vs {}",
+        s.batch_jobs_completed,
+        every.batch_jobs_completed
+    );
     let e = Scenario::from_toml(
         &std::fs::read_to_string(root().join("scenarios/small.toml")).unwrap(),
         &root(),
