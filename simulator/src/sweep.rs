@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::engine::{Outcome, Progress};
 use crate::error::{ScenarioError, SimError};
 use crate::scenario::Scenario;
+use crate::summary::Summary;
 
 /// One variant.
 #[derive(Debug)]
@@ -113,48 +114,45 @@ fn write_comparison(
     variants: &[Variant],
     outcomes: &[Outcome],
 ) -> Result<(), SimError> {
-    let mut md = format!("# Sweep of `{key}`\n\n");
-    md.push_str("| value | IT kWh | heat delivered kWh | coverage | backup kWh | electricity cost | heat value | net cost | PUE | ERF | thermal violation s | SLA violation s | deadline misses |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    let mut csv = String::from(
-        "value,it_energy_kwh,heat_delivered_kwh,heat_coverage,backup_heat_kwh,electricity_cost,heat_value,net_cost,pue,erf,thermal_violation_s,sla_violation_s,batch_deadline_misses\n",
+    let columns = |s: &Summary| -> [(&'static str, f64); 12] {
+        [
+            ("it_energy_kwh", s.it_energy_kwh),
+            ("heat_delivered_kwh", s.heat_delivered_kwh),
+            ("heat_coverage", s.heat_coverage),
+            ("backup_heat_kwh", s.backup_heat_kwh),
+            ("electricity_cost", s.electricity_cost),
+            ("heat_value", s.heat_value),
+            ("net_cost", s.net_cost),
+            ("pue", s.pue),
+            ("erf", s.erf),
+            ("thermal_violation_s", s.thermal_violation_s),
+            ("sla_violation_s", s.sla_violation_s),
+            ("batch_deadline_misses", s.batch_deadline_misses as f64),
+        ]
+    };
+    let names = columns(&Summary::default()).map(|c| c.0);
+    let mut md = format!(
+        "# Sweep of `{key}`\n\n| value | {} |\n|---|",
+        names.join(" | ")
     );
+    md.push_str(&"---|".repeat(names.len()));
+    md.push('\n');
+    let mut csv = format!("value,{}\n", names.join(","));
     for (v, o) in variants.iter().zip(outcomes) {
-        let s = &o.summary;
-        let _ = writeln!(
-            md,
-            "| {} | {:.0} | {:.0} | {:.1} % | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {} |",
-            v.value,
-            s.it_energy_kwh,
-            s.heat_delivered_kwh,
-            s.heat_coverage * 100.0,
-            s.backup_heat_kwh,
-            s.electricity_cost,
-            s.heat_value,
-            s.net_cost,
-            s.pue,
-            s.erf,
-            s.thermal_violation_s,
-            s.sla_violation_s,
-            s.batch_deadline_misses
-        );
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            v.value.replace(',', ";"),
-            s.it_energy_kwh,
-            s.heat_delivered_kwh,
-            s.heat_coverage,
-            s.backup_heat_kwh,
-            s.electricity_cost,
-            s.heat_value,
-            s.net_cost,
-            s.pue,
-            s.erf,
-            s.thermal_violation_s,
-            s.sla_violation_s,
-            s.batch_deadline_misses
-        );
+        let cols = columns(&o.summary);
+        let _ = write!(md, "| {} |", v.value);
+        let _ = write!(csv, "{}", v.value.replace(',', ";"));
+        for (name, x) in cols {
+            let _ = match name {
+                "heat_coverage" => write!(md, " {:.1} % |", x * 100.0),
+                "pue" | "erf" => write!(md, " {x:.3} |"),
+                "electricity_cost" | "heat_value" | "net_cost" => write!(md, " {x:.2} |"),
+                _ => write!(md, " {x:.0} |"),
+            };
+            let _ = write!(csv, ",{x}");
+        }
+        md.push('\n');
+        csv.push('\n');
     }
     md.push_str("\n![net cost](sweep-net-cost.svg)\n\n![heat coverage](sweep-coverage.svg)\n");
     let w = |p: PathBuf, t: &str| {

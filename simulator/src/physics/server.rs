@@ -301,21 +301,26 @@ mod tests {
         }
     }
 
+    /// One period of `factors.len()` steps of `dt_s` on a one-group bank.
+    fn period(b: &mut ServerBank, g: &GroupPhysics, dt_s: f64, factors: &[f64]) -> Vec<f64> {
+        let d = [g.decay(dt_s)];
+        b.run_period(
+            std::slice::from_ref(g),
+            PeriodInput {
+                dt_s,
+                load_factor: factors,
+                decay: &d,
+                loops: 1,
+            },
+        )
+    }
+
     #[test]
     fn power_follows_the_specpower_points() {
         // hp-ml110-g5 at 50 % load: 116 W (SPECpower_ssj2008, reference/physics.md).
         let g = group(f64::INFINITY);
         let mut b = bank(true, 1.0, 0.0);
-        let d = [g.decay(60.0)];
-        let totals = b.run_period(
-            &[g],
-            PeriodInput {
-                dt_s: 60.0,
-                load_factor: &[1.0],
-                decay: &d,
-                loops: 1,
-            },
-        );
+        let totals = period(&mut b, &g, 60.0, &[1.0]);
         assert!((totals[0] - 116.0).abs() < 1e-9);
         assert!((totals[1] - 0.85 * 116.0).abs() < 1e-9);
         assert!((b.period[0].energy_j - 116.0 * 60.0).abs() < 1e-9);
@@ -328,15 +333,7 @@ mod tests {
         let mut b = bank(true, 2.0, 0.0); // full load: 135 W
         let dt = 1.0;
         let steps = vec![1.0; 30];
-        b.run_period(
-            std::slice::from_ref(&g),
-            PeriodInput {
-                dt_s: dt,
-                load_factor: &steps,
-                decay: &[g.decay(dt)],
-                loops: 1,
-            },
-        );
+        period(&mut b, &g, dt, &steps);
         let t = 30.0;
         let analytic = 24.0 + 0.1 * 135.0 * (1.0 - (-t / (0.1 * 140.4_f64)).exp());
         assert!(
@@ -346,16 +343,7 @@ mod tests {
         );
         // The same 30 s in one step lands on the same value: the step is exact.
         let mut one = bank(true, 2.0, 0.0);
-        let d = [g.decay(30.0)];
-        one.run_period(
-            &[g],
-            PeriodInput {
-                dt_s: 30.0,
-                load_factor: &[1.0],
-                decay: &d,
-                loops: 1,
-            },
-        );
+        period(&mut one, &g, 30.0, &[1.0]);
         assert!((one.temp_c[0] - analytic).abs() < 1e-9);
     }
 
@@ -364,31 +352,14 @@ mod tests {
         // Cap at 110 W = 40 % load of the g5 curve.
         let g = group(110.0);
         let mut b = bank(true, 0.2, 1.8);
-        b.run_period(
-            std::slice::from_ref(&g),
-            PeriodInput {
-                dt_s: 60.0,
-                load_factor: &[1.0],
-                decay: &[g.decay(60.0)],
-                loops: 1,
-            },
-        );
+        period(&mut b, &g, 60.0, &[1.0]);
         let p = b.period[0];
         assert!((p.last_power_w - 110.0).abs() < 1e-9);
         assert_eq!(p.sla_s, 0.0);
         // 0.8 cores available, 0.2 interactive, 0.6 of 1.8 batch cores served.
         assert!((p.batch_served_s - 60.0 / 3.0).abs() < 1e-9);
         let mut b = bank(true, 1.5, 0.0);
-        let d = [g.decay(60.0)];
-        b.run_period(
-            &[g],
-            PeriodInput {
-                dt_s: 60.0,
-                load_factor: &[1.0],
-                decay: &d,
-                loops: 1,
-            },
-        );
+        period(&mut b, &g, 60.0, &[1.0]);
         assert_eq!(b.period[0].sla_s, 60.0);
     }
 
@@ -396,16 +367,7 @@ mod tests {
     fn an_off_server_draws_its_standby_power() {
         let g = group(f64::INFINITY);
         let mut b = bank(false, 1.0, 1.0);
-        let d = [g.decay(60.0)];
-        let totals = b.run_period(
-            &[g],
-            PeriodInput {
-                dt_s: 60.0,
-                load_factor: &[1.0, 1.0],
-                decay: &d,
-                loops: 1,
-            },
-        );
+        let totals = period(&mut b, &g, 60.0, &[1.0, 1.0]);
         assert_eq!(totals[0], 5.0);
         assert_eq!(b.period[0].util_s, 0.0);
     }
