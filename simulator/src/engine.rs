@@ -74,6 +74,26 @@ struct Active {
     grant: f64,
     /// Batch cores per horizon step of the last plan.
     planned: Vec<f64>,
+    /// Its snapshot record, kept between plans so that a snapshot moves
+    /// records rather than allocating them anew every period.
+    vm: Vm,
+}
+
+/// A record with nothing allocated, left in place while the real one is
+/// lent to a snapshot.
+fn placeholder_vm() -> Vm {
+    Vm {
+        id: String::new(),
+        vcpus: 0,
+        mem_gib: 0.0,
+        image: None,
+        host: None,
+        kind: VmKind::Interactive,
+        load: None,
+        work_core_h: None,
+        deadline: None,
+        migratable: true,
+    }
 }
 
 /// Running totals.
@@ -171,6 +191,8 @@ struct Engine<'a> {
     periods: u64,
     /// Hour of day at the start.
     start_hour: f64,
+    /// The snapshot's server records, kept between plans.
+    snap_servers: Vec<scheduler::model::Server>,
 }
 
 impl<'a> Engine<'a> {
@@ -214,6 +236,7 @@ impl<'a> Engine<'a> {
             snapshotting: Duration::ZERO,
             server_steps: 0,
             periods: 0,
+            snap_servers: site.snapshot_servers.clone(),
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -313,6 +336,18 @@ impl<'a> Engine<'a> {
                     missed: false,
                     grant: 0.0,
                     planned: Vec::new(),
+                    vm: Vm {
+                        id: j.id.clone(),
+                        vcpus: j.vcpus,
+                        mem_gib: j.mem_gib,
+                        image: j.image.clone(),
+                        host: None,
+                        kind: j.kind,
+                        load: None,
+                        work_core_h: None,
+                        deadline: None,
+                        migratable: j.migratable,
+                    },
                 },
             );
             self.next_job += 1;
@@ -384,37 +419,35 @@ impl<'a> Engine<'a> {
             .fold(0.0, f64::max)
     }
 
-    fn snapshot(&self, t_s: f64, with_pending: bool) -> (Snapshot, Vec<usize>) {
+    /// Build the snapshot of the site at `t_s`. The server and VM records
+    /// are lent to it: give them back with [`Engine::restore`].
+    fn snapshot(&mut self, t_s: f64, with_pending: bool) -> (Snapshot, Vec<usize>) {
         let sim = &self.sc.sim;
         let period = sim.control_period_s;
         let steps = sim.horizon_steps;
         let now = self.now(t_s);
         let factor = self.planning_factor(t_s);
-        let mut servers = self.site.snapshot_servers.clone();
+        let mut servers = std::mem::take(&mut self.snap_servers);
         for (s, srv) in servers.iter_mut().enumerate() {
             srv.on = self.bank.on[s];
         }
         let mut vms = Vec::with_capacity(self.active.len());
         let mut index = Vec::with_capacity(self.active.len());
-        for (i, a) in self.active.iter().enumerate() {
+        for (i, a) in self.active.iter_mut().enumerate() {
             if a.host.is_none() && !with_pending {
                 continue;
             }
             let j = &self.jobs[a.job];
             let batch = j.kind == VmKind::Batch;
             index.push(i);
-            vms.push(Vm {
-                id: j.id.clone(),
-                vcpus: j.vcpus,
-                mem_gib: j.mem_gib,
-                image: j.image.clone(),
-                host: a.host.map(|h| self.site.server_ids[h].clone()),
-                kind: j.kind,
-                load: (!batch).then(|| (j.load * factor).min(1.0)),
-                work_core_h: batch.then_some(a.left_core_h.max(0.0)),
-                deadline: if batch { a.deadline } else { None },
-                migratable: j.migratable,
-            });
+            let host = a.host.map(|h| self.site.server_ids[h].as_str());
+            if a.vm.host.as_deref() != host {
+                a.vm.host = host.map(str::to_string);
+            }
+            a.vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            a.vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
+            a.vm.deadline = if batch { a.deadline } else { None };
+            vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
         }
         let prices: Vec<f64> = (0..steps)
             .map(|k| self.price_at(t_s + (k as f64 + 0.5) * period))
@@ -457,6 +490,14 @@ impl<'a> Engine<'a> {
         (snap, index)
     }
 
+    /// Take back the records lent to a snapshot.
+    fn restore(&mut self, snap: Snapshot, index: &[usize]) {
+        self.snap_servers = snap.servers;
+        for (vm, &i) in snap.vms.into_iter().zip(index) {
+            self.active[i].vm = vm;
+        }
+    }
+
     /// Forecast (perfect weather knowledge) of a consumer's demand in
     /// horizon step `k` from `t_s`, kW.
     fn forecast_demand_kw(&self, c: usize, t_s: f64, k: usize) -> f64 {
@@ -491,6 +532,7 @@ impl<'a> Engine<'a> {
         let solved = scheduler::solve(&snap, &opts);
         self.solver += built.elapsed();
         self.snapshotting += built - began;
+        self.restore(snap, &index);
         match solved {
             Ok(plan) => return self.apply_plan(t_s, &plan, &index),
             Err(e) => {
@@ -500,7 +542,9 @@ impl<'a> Engine<'a> {
         }
         if has_pending {
             let (snap, index) = self.snapshot(t_s, false);
-            if let Ok(plan) = scheduler::solve(&snap, &opts) {
+            let solved = scheduler::solve(&snap, &opts);
+            self.restore(snap, &index);
+            if let Ok(plan) = solved {
                 return self.apply_plan(t_s, &plan, &index);
             }
         }
