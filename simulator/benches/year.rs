@@ -68,12 +68,15 @@ fn main() {
         t.planning_s * 365.0 / sc.sim.days
     );
     println!(
-        "summary: IT {:.0} kWh, heat delivered {:.0} kWh, coverage {:.1} %, net cost {:.2}, plan failures {}, kept {}",
+        "summary: IT {:.0} kWh, heat delivered {:.0} kWh, coverage {:.1} %, net cost {:.2}, plan failures {}, kept {}, batch {}/{} done, {} missed",
         o.summary.it_energy_kwh,
         o.summary.heat_delivered_kwh,
         o.summary.heat_coverage * 100.0,
         o.summary.net_cost,
         o.summary.plan_failures,
-        o.summary.plans_kept
+        o.summary.plans_kept,
+        o.summary.batch_jobs_completed,
+        o.summary.batch_jobs,
+        o.summary.batch_deadline_misses
     );
 }

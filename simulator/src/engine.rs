@@ -8,10 +8,12 @@
 //! counted as a deadline miss at once, and is re-planned with an effective
 //! deadline: now + the periods it needs at full speed + one. A job still
 //! running when its deadline passes is counted then. When the planner still
-//! fails, the pending VMs are held back and the snapshot planned again;
-//! when that fails too, the previous placement and on/off states are kept
-//! and batch work runs as soon as possible where it is. Each case is counted
-//! (`plan_failures`, `plans_kept`).
+//! fails (its packing cannot serve a job in time, e.g. under thermal caps),
+//! the snapshot is planned again with every batch deadline relaxed for this
+//! plan only (at least four horizons away), then without the pending VMs
+//! (they wait a period); when all fail, the previous placement and on/off
+//! states are kept and batch work runs as soon as possible where it is.
+//! Each case is counted (`plan_failures`, `plans_kept`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -421,11 +423,15 @@ impl<'a> Engine<'a> {
 
     /// Build the snapshot of the site at `t_s`. The server and VM records
     /// are lent to it: give them back with [`Engine::restore`].
-    fn snapshot(&mut self, t_s: f64, with_pending: bool) -> (Snapshot, Vec<usize>) {
+    fn snapshot(&mut self, t_s: f64, with_pending: bool, relax: bool) -> (Snapshot, Vec<usize>) {
         let sim = &self.sc.sim;
         let period = sim.control_period_s;
         let steps = sim.horizon_steps;
         let now = self.now(t_s);
+        // A relaxed snapshot asks of each batch job at most a quarter of its
+        // work over the horizon (deadline at least four horizons away).
+        let relaxed =
+            now + chrono::Duration::milliseconds((4.0 * steps as f64 * period * 1000.0) as i64);
         let factor = self.planning_factor(t_s);
         let mut servers = std::mem::take(&mut self.snap_servers);
         for (s, srv) in servers.iter_mut().enumerate() {
@@ -446,7 +452,11 @@ impl<'a> Engine<'a> {
             }
             a.vm.load = (!batch).then(|| (j.load * factor).min(1.0));
             a.vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
-            a.vm.deadline = if batch { a.deadline } else { None };
+            a.vm.deadline = match (batch, a.deadline) {
+                (false, _) => None,
+                (true, Some(d)) if relax => Some(d.max(relaxed)),
+                (true, d) => d,
+            };
             vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
         }
         let prices: Vec<f64> = (0..steps)
@@ -526,26 +536,29 @@ impl<'a> Engine<'a> {
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());
-        let began = Instant::now();
-        let (snap, index) = self.snapshot(t_s, true);
-        let built = Instant::now();
-        let solved = scheduler::solve(&snap, &opts);
-        self.solver += built.elapsed();
-        self.snapshotting += built - began;
-        self.restore(snap, &index);
-        match solved {
-            Ok(plan) => return self.apply_plan(t_s, &plan, &index),
-            Err(e) => {
-                self.t.plan_failures += 1;
-                debug!(t_s, error = %e, "Plan failed; retrying without pending VMs.");
-            }
-        }
+        // The full snapshot; then, should the planner fail (a job its packing
+        // cannot serve in time), batch deadlines relaxed for this plan only;
+        // then without the pending VMs, which wait for the next period.
+        let mut attempts = vec![(true, false), (true, true)];
         if has_pending {
-            let (snap, index) = self.snapshot(t_s, false);
+            attempts.push((false, true));
+        }
+        for (k, (with_pending, relax)) in attempts.into_iter().enumerate() {
+            let began = Instant::now();
+            let (snap, index) = self.snapshot(t_s, with_pending, relax);
+            let built = Instant::now();
             let solved = scheduler::solve(&snap, &opts);
+            self.solver += built.elapsed();
+            self.snapshotting += built - began;
             self.restore(snap, &index);
-            if let Ok(plan) = solved {
-                return self.apply_plan(t_s, &plan, &index);
+            match solved {
+                Ok(plan) => return self.apply_plan(t_s, &plan, &index),
+                Err(e) => {
+                    if k == 0 {
+                        self.t.plan_failures += 1;
+                    }
+                    debug!(t_s, with_pending, relax, error = %e, "Plan failed.");
+                }
             }
         }
         warn!(

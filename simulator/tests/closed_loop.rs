@@ -231,3 +231,30 @@ fn replanning_every_few_periods_follows_the_plans_later_steps() {
     .unwrap_err();
     assert_eq!(e.key(), Some("sim.replan_periods"));
 }
+
+#[test]
+fn a_job_the_planner_cannot_serve_in_time_is_replanned_with_a_relaxed_deadline() {
+    // Hot inlets cap every server well below full load, so an 8-vCPU job due
+    // in exactly its run time at full speed cannot be met by any plan; the
+    // simulator must not stop, hold back every later arrival, or lose the job.
+    let text = format!(
+        "{}\n[[vms]]\nid = \"tight\"\nvcpus = 8\nmem_gib = 8\nkind = \"batch\"\nwork_core_h = 16\n\
+         arrival = \"2026-01-15T03:00:00Z\"\ndeadline = \"2026-01-15T05:00:00Z\"\n",
+        std::fs::read_to_string(root().join("scenarios/small.toml")).unwrap()
+    );
+    let o: Vec<(String, String)> = [
+        ("sim.scheduler", "greedy"),
+        ("servers.0.inlet_c", "45"),
+        ("servers.1.inlet_c", "50"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sc = Scenario::from_toml(&text, &root(), &o).unwrap();
+    let s = run(&sc).summary;
+    assert!(s.plan_failures >= 1, "{s:?}");
+    assert_eq!(s.plans_kept, 0, "a relaxed plan is always found: {s:?}");
+    assert!(s.batch_deadline_misses >= 1);
+    assert!(s.batch_jobs_completed + 3 >= s.batch_jobs, "later jobs are not held back: {s:?}");
+    check_balance(&s);
+}
