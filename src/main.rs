@@ -29,6 +29,8 @@ enum Command {
     /// Run the site's controller: plans every period and applies them,
     /// with the bridge, HTTP API and web page (docs/controller.md).
     Controller(cmd::controller::Args),
+    /// Simulate a site scenario (capacity planning): summary, time series, charts, report.
+    Simulate(cmd::simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::GenerateConfig(args) => cmd::generate_config::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
         Command::Controller(args) => cmd::controller::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {
         Ok(code) => code,

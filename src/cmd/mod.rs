@@ -5,3 +5,4 @@ pub mod bridge;
 pub mod controller;
 pub mod generate_config;
 pub mod plan;
+pub mod simulate;
