@@ -187,6 +187,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
 
     // Servers.
     let mut servers = Vec::with_capacity(spec.servers);
+    let mut load_cap = Vec::with_capacity(spec.servers);
     for i in 0..spec.servers {
         let m = &SPEC_MODELS[rng.random_range(0..SPEC_MODELS.len())];
         let hot = rng.random_bool(spec.hot_share.clamp(0.0, 1.0));
@@ -198,7 +199,11 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         let temp_limit_c = 80.0;
         // Hot servers: the limit binds at 55–85 % of peak power.
         let r_k_per_w = if hot {
-            (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(0.55..0.85))
+            // Never below idle power plus 30 % of the dynamic range: a limit
+            // under idle power does not bind, it forbids the server.
+            let (idle, peak) = (m.curve_w[0], m.curve_w[10]);
+            let limit_w = (peak * rng.random_range(0.55..0.85)).max(idle + 0.3 * (peak - idle));
+            (temp_limit_c - inlet_c) / limit_w
         } else {
             (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(1.1..1.6))
         };
@@ -213,6 +218,13 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         } else {
             0.0
         };
+        // Interactive load the generator may put on it: half of what its
+        // temperature limit allows.
+        let limit_w = (temp_limit_c - inlet_c) / r_k_per_w;
+        let u_bind = crate::curve::PowerCurve::new(&m.curve_w)
+            .and_then(|c| c.max_util_within(limit_w))
+            .unwrap_or(0.0);
+        load_cap.push(0.5 * f64::from(m.cores) * u_bind);
         let on = rng.random_bool(0.85);
         servers.push(Server {
             id: format!("s{i:04}"),
@@ -287,7 +299,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
                 let cap = f64::from(servers[s].cores);
                 if used_vcpus[s] + f64::from(vcpus) <= cap * overcommit
                     && used_mem[s] + mem_gib <= servers[s].mem_gib * 0.9
-                    && used_load[s] + fixed <= cap * 0.5
+                    && used_load[s] + fixed <= load_cap[s]
                 {
                     used_vcpus[s] += f64::from(vcpus);
                     used_mem[s] += mem_gib;
