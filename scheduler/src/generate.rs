@@ -337,7 +337,9 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             load,
             work_core_h,
             deadline,
-            migratable: rng.random_bool(0.95),
+            // Pinned VMs are interactive: a pinned batch VM whose remaining
+            // work outgrows its host would make the site infeasible.
+            migratable: rng.random_bool(0.95) || batch,
         });
     }
 
