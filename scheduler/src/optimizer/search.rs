@@ -67,17 +67,57 @@ pub(crate) fn relocate(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bo
 }
 
 /// Servers that are on and may take `v`, best estimate first; `limit`
-/// of them (all when `None`).
+/// of them (all when `None`). On large sites only the servers with the
+/// lowest marginal watts per core (a few times `limit`) are estimated.
 fn targets(ctx: &Ctx<'_>, st: &State, v: usize, limit: Option<usize>) -> Vec<usize> {
     let from = st.host[v];
-    let mut c: Vec<(f64, usize)> = (0..ctx.ns)
-        .filter(|&s| s != from && st.on[s] && st.fits(ctx, s, v))
+    let fits = |s: usize| s != from && st.on[s] && st.fits(ctx, s, v);
+    let pool: Vec<usize> = match limit {
+        None => (0..ctx.ns).filter(|&s| fits(s)).collect(),
+        Some(k) => st
+            .pool
+            .iter()
+            .copied()
+            .filter(|&s| fits(s))
+            .take(4 * k)
+            .collect(),
+    };
+    let mut c: Vec<(f64, usize)> = pool
+        .into_iter()
         .map(|s| (st.add_estimate(ctx, s, v), s))
         .collect();
     c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     if let Some(k) = limit {
         c.truncate(k);
     }
+    c.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Refresh the pool of cheap targets (large sites).
+fn refresh_pool(ctx: &Ctx<'_>, st: &mut State) {
+    if target_limit(ctx).is_some() {
+        st.pool = cheap_servers(ctx, st);
+    }
+}
+
+/// On servers by marginal watts per core at their mean load, cheapest first.
+fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<usize> {
+    let mut c: Vec<(f64, usize)> = (0..ctx.ns)
+        .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
+        .map(|s| {
+            let mean = st.power[s].iter().sum::<f64>() / ctx.nt as f64;
+            let curve = ctx.curve(s);
+            let u = (0..=100)
+                .map(|i| i as f64 / 100.0)
+                .find(|&u| curve.power_w(u) >= mean)
+                .unwrap_or(1.0);
+            let step = 1.0 / ctx.cores[s];
+            let room = ctx.cap_cores[s] / ctx.cores[s] - u;
+            let slope = (curve.power_w(u + step) - curve.power_w(u)).max(0.0);
+            (if room < step { f64::INFINITY } else { slope }, s)
+        })
+        .collect();
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     c.into_iter().map(|(_, s)| s).collect()
 }
 
@@ -88,6 +128,10 @@ fn target_limit(ctx: &Ctx<'_>) -> Option<usize> {
 /// Plan every server; shed VMs from those whose load breaks a rule.
 pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
     let snap = ctx.inst.snap;
+    for s in 0..ctx.ns {
+        st.replan(ctx, s);
+    }
+    refresh_pool(ctx, st);
     for s in 0..ctx.ns {
         if st.replan(ctx, s) {
             continue;
@@ -107,17 +151,22 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
             if !ctx.movable[v] {
                 continue;
             }
-            let moved = targets(ctx, st, v, None).into_iter().any(|to| {
-                let m = st.mark();
-                st.move_vm(ctx, v, to);
-                if st.replan(ctx, to) {
-                    st.commit(m);
-                    true
-                } else {
+            let mut moved = false;
+            for limit in [target_limit(ctx), None] {
+                for to in targets(ctx, st, v, limit) {
+                    let m = st.mark();
+                    st.move_vm(ctx, v, to);
+                    if st.replan(ctx, to) {
+                        st.commit(m);
+                        moved = true;
+                        break;
+                    }
                     st.rollback(ctx, m);
-                    false
                 }
-            });
+                if moved || limit.is_none() {
+                    break;
+                }
+            }
             if moved && st.replan(ctx, s) {
                 fixed = true;
                 break;
@@ -149,10 +198,18 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
             .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
             .then(a.cmp(&b))
     });
-    for v in pending {
-        if targets(ctx, st, v, None)
+    refresh_pool(ctx, st);
+    for (i, v) in pending.into_iter().enumerate() {
+        if i % 64 == 63 {
+            refresh_pool(ctx, st);
+        }
+        if targets(ctx, st, v, target_limit(ctx))
             .into_iter()
             .any(|to| relocate(ctx, st, v, to))
+            || (target_limit(ctx).is_some()
+                && targets(ctx, st, v, None)
+                    .into_iter()
+                    .any(|to| relocate(ctx, st, v, to)))
         {
             continue;
         }
@@ -273,6 +330,7 @@ fn switch_off_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         })
         .collect();
     cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    refresh_pool(ctx, st);
     let mut any = false;
     for (_, s) in cand {
         if budget.expired() {
@@ -302,9 +360,13 @@ fn switch_on_empty_pass(ctx: &Ctx<'_>, st: &mut State) -> bool {
 fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
     let mut any = false;
     let limit = target_limit(ctx);
+    refresh_pool(ctx, st);
     for v in 0..ctx.nv {
         if budget.expired() {
             break;
+        }
+        if v % 256 == 255 {
+            refresh_pool(ctx, st);
         }
         if !ctx.movable[v] && ctx.inst.vm_host[v].is_some() {
             continue;
@@ -394,7 +456,8 @@ fn switch_on_fill_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
 /// Improve until no move helps or time is up.
 pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
     let small = ctx.ns <= SMALL_SERVERS;
-    for _round in 0..50 {
+    let rounds = if small { 50 } else { 2 };
+    for _round in 0..rounds {
         if budget.expired() {
             return;
         }

@@ -183,6 +183,8 @@ pub(crate) struct State {
     pub migrations: usize,
     /// Exact cost of the current decisions (DESIGN.md §2).
     pub cost: f64,
+    /// Cheapest servers to try as targets on large sites (search's cache).
+    pub pool: Vec<usize>,
     journal: Vec<Undo>,
 }
 
@@ -213,6 +215,7 @@ impl State {
             rec: vec![vec![0.0; ctx.nt]; snap.loops.len()],
             migrations: 0,
             cost: 0.0,
+            pool: Vec::new(),
             journal: Vec::new(),
         };
         for v in 0..ctx.nv {
@@ -561,6 +564,10 @@ impl State {
         let mut d = 0.0;
         for t in 0..ctx.nt {
             let base = self.load(ctx, s, t);
+            if base + extra[t] > ctx.cap_cores[s] {
+                // Batch work must shift to make room: rank such servers last.
+                d += 1e3;
+            }
             let dp = curve.power_w((base + extra[t]) / c) - curve.power_w(base / c);
             let mut price = ctx.energy_w[t];
             if let Some(l) = ctx.inst.server_loop[s] {
