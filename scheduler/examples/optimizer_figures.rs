@@ -12,7 +12,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let size = args.next().unwrap_or_else(|| "small".into());
     let seeds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    println!("size seed ms cost bound gap_to_bound_%energy greedy gain_%energy energy_cost");
+    println!(
+        "size seed ms bound_ms cost bound gap_to_bound_%energy greedy gain_%energy energy_cost"
+    );
     for seed in 1..=seeds {
         let spec = match size.as_str() {
             "medium" => SiteSpec::medium(seed),
@@ -30,6 +32,9 @@ fn main() {
             }
         };
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let tb = Instant::now();
+        let _ = optimizer::bound::lower_bound(&inst);
+        let bound_ms = tb.elapsed().as_secs_f64() * 1000.0;
         let ev = evaluate(&inst, &out.decisions);
         assert!(ev.is_feasible(), "{:?}", ev.violations);
         let g = evaluate(&inst, &greedy::decide(&inst).expect("greedy plan"));
@@ -48,7 +53,7 @@ fn main() {
             "infeasible".into()
         };
         println!(
-            "{size} {seed} {ms:.0} {cost:.4} {bound} {gap} {gcost} {:.2} {energy:.4}",
+            "{size} {seed} {ms:.0} {bound_ms:.0} {cost:.4} {bound} {gap} {gcost} {:.2} {energy:.4}",
             100.0 * (g.objective.cost - cost) / energy
         );
     }

@@ -66,6 +66,22 @@ pub(crate) fn relocate(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bo
     ok
 }
 
+/// Like [`relocate`], but both servers keep their batch schedules where they
+/// still fit (a cheap, exact price of the move).
+fn relocate_kept(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
+    let from = st.host[v];
+    if from == to || !st.fits(ctx, to, v) {
+        return false;
+    }
+    let m = st.mark();
+    st.move_vm(ctx, v, to);
+    let ok = (from == UNPLACED || st.replan_kept(ctx, from)) && st.replan_kept(ctx, to);
+    if !ok {
+        st.rollback(ctx, m);
+    }
+    ok
+}
+
 /// Servers that are on and may take `v`, best estimate first; `limit`
 /// of them (all when `None`). On large sites only the servers with the
 /// lowest marginal watts per core (a few times `limit`) are estimated.
@@ -205,11 +221,11 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
         }
         if targets(ctx, st, v, target_limit(ctx))
             .into_iter()
-            .any(|to| relocate(ctx, st, v, to))
+            .any(|to| relocate_kept(ctx, st, v, to))
             || (target_limit(ctx).is_some()
                 && targets(ctx, st, v, None)
                     .into_iter()
-                    .any(|to| relocate(ctx, st, v, to)))
+                    .any(|to| relocate_kept(ctx, st, v, to)))
         {
             continue;
         }
@@ -307,7 +323,7 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize) -> bool {
 fn move_off(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
     let m = st.mark();
     st.move_vm(ctx, v, to);
-    if st.replan(ctx, to) {
+    if st.replan_kept(ctx, to) {
         st.commit(m);
         true
     } else {
@@ -371,19 +387,37 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if !ctx.movable[v] && ctx.inst.vm_host[v].is_some() {
             continue;
         }
+        // Large sites: only VMs that move for free (pending ones); a placed
+        // VM's move rarely repays its migration and costs time.
+        if limit.is_some() && ctx.inst.vm_host[v].is_some() {
+            continue;
+        }
         let mut best: Option<(f64, usize)> = None;
         for to in targets(ctx, st, v, limit) {
             let m = st.mark();
-            if relocate(ctx, st, v, to) && improved(st, m) && best.is_none_or(|(c, _)| st.cost < c)
+            if relocate_kept(ctx, st, v, to)
+                && improved(st, m)
+                && best.is_none_or(|(c, _)| st.cost < c)
             {
                 best = Some((st.cost, to));
             }
             st.rollback(ctx, m);
         }
         if let Some((_, to)) = best {
+            let from = st.host[v];
             let m = st.mark();
-            let ok = relocate(ctx, st, v, to);
-            any |= settle(ctx, st, m, ok);
+            let ok = relocate_kept(ctx, st, v, to);
+            if settle(ctx, st, m, ok) {
+                any = true;
+                // Then re-solve both servers' batch work where that helps.
+                for s in [from, to] {
+                    if s != UNPLACED && st.vms_on[s].iter().any(|&w| ctx.jobs[w].is_some()) {
+                        let m = st.mark();
+                        let ok = st.replan(ctx, s);
+                        settle(ctx, st, m, ok);
+                    }
+                }
+            }
         }
     }
     any

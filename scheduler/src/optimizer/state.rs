@@ -287,6 +287,22 @@ impl State {
             && self.mem[s] + self.mem_need(ctx, s, v)
                 <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
             && self.fixed[s] + ctx.inst.vm_fixed_cores[v] <= ctx.cap_cores[s] * (1.0 - 1e-9)
+            && self.batch_room_ok(ctx, s, v)
+    }
+
+    /// Necessary condition for the batch work on `s` plus `v`: the required
+    /// core-steps fit in the room the interactive load leaves.
+    fn batch_room_ok(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> bool {
+        let need_of = |w: usize| ctx.jobs[w].as_ref().map_or(0.0, |j| j.min);
+        let need: f64 = self.vms_on[s]
+            .iter()
+            .filter(|&&w| w != v)
+            .map(|&w| need_of(w))
+            .sum::<f64>()
+            + need_of(v);
+        let room = (ctx.cap_cores[s] - self.fixed[s] - ctx.inst.vm_fixed_cores[v]).max(0.0)
+            * ctx.nt as f64;
+        need <= room * (1.0 - 1e-9)
     }
 
     pub fn is_displaced(&self, ctx: &Ctx<'_>, v: usize) -> bool {
@@ -530,6 +546,55 @@ impl State {
                 .collect(),
             batch: batch_vms.into_iter().zip(cores).collect(),
         })
+    }
+
+    /// Server `s` with its batch VMs keeping their current cores (a VM that
+    /// just arrived brings its schedule), when that still meets its rules:
+    /// an exact price for a tentative move without solving a flow.
+    pub fn plan_kept(&self, ctx: &Ctx<'_>, s: usize) -> Option<ServerPlan> {
+        if !self.on[s] {
+            return self.plan(ctx, s);
+        }
+        let cap = ctx.cap_cores[s];
+        if cap < 0.0 {
+            return None;
+        }
+        let mut load = vec![self.fixed[s]; ctx.nt];
+        for &v in &self.vms_on[s] {
+            if let Some(j) = &ctx.jobs[v] {
+                // A VM placed just now has no schedule yet.
+                let done: f64 = self.cores[v][..j.window.min(ctx.nt)].iter().sum();
+                if done < j.min * (1.0 - 1e-9) {
+                    return None;
+                }
+                for t in 0..ctx.nt {
+                    load[t] += self.cores[v][t];
+                }
+            }
+        }
+        if load.iter().any(|&l| l > cap * (1.0 - 1e-9)) {
+            return None;
+        }
+        let curve = ctx.curve(s);
+        Some(ServerPlan {
+            power: load
+                .iter()
+                .map(|&l| curve.power_w(l / ctx.cores[s]))
+                .collect(),
+            batch: Vec::new(),
+        })
+    }
+
+    /// Re-plan server `s` keeping batch schedules where they still fit, else
+    /// solving its flow; false (nothing changed) when no plan meets its rules.
+    pub fn replan_kept(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
+        match self.plan_kept(ctx, s) {
+            Some(p) => {
+                self.apply(ctx, s, p);
+                true
+            }
+            None => self.replan(ctx, s),
+        }
     }
 
     /// Re-plan server `s` and install the plan; false (nothing changed) when
