@@ -69,7 +69,9 @@ pub(crate) fn convex_segments(points: &[(f64, f64)]) -> Vec<Segment> {
         .collect()
 }
 
-const BIG: f64 = 1e6;
+/// Cost that forces required work first; far above any real cost per
+/// core-step (< 0.1), small enough to keep float sums exact to 1e-13.
+const BIG: f64 = 1e3;
 const TOL: f64 = 1e-9;
 
 struct Graph {
@@ -117,13 +119,23 @@ impl Graph {
             dist[s] = 0.0;
             queue.push_back(s);
             in_queue[s] = true;
+            // Bellman-Ford bound: more relaxation rounds than that means a
+            // (numerically) negative cycle; stop with what is placed.
+            let mut pops = 0usize;
+            let max_pops = n * self.to.len() + n;
             while let Some(u) = queue.pop_front() {
                 in_queue[u] = false;
+                pops += 1;
+                if pops > max_pops {
+                    queue.clear();
+                    in_queue.fill(false);
+                    return;
+                }
                 for &e in &self.adj[u] {
                     if self.cap[e] > TOL {
                         let v = self.to[e];
                         let d = dist[u] + self.cost[e];
-                        if d < dist[v] - 1e-15 {
+                        if d < dist[v] - 1e-12 {
                             dist[v] = d;
                             prev[v] = e;
                             if !in_queue[v] {
@@ -134,7 +146,7 @@ impl Graph {
                     }
                 }
             }
-            if !dist[t].is_finite() || dist[t] >= -1e-15 {
+            if !dist[t].is_finite() || dist[t] >= -1e-12 {
                 return;
             }
             let mut f = f64::INFINITY;
