@@ -245,3 +245,231 @@ fn a_pinned_vm_that_cannot_run_is_reported_infeasible() {
         other => panic!("expected infeasible, got {other:?}"),
     }
 }
+
+/// Convex curves, so the brute force's batch/heat LP is exact.
+const CONVEX_A: [f64; 11] = [
+    40.0, 45.0, 51.0, 58.0, 66.0, 75.0, 85.0, 96.0, 108.0, 121.0, 135.0,
+];
+const CONVEX_B: [f64; 11] = [
+    70.0, 78.0, 86.0, 95.0, 104.0, 114.0, 124.0, 135.0, 146.0, 158.0, 170.0,
+];
+
+/// A tiny random site: 3 servers (one hot, one air-cooled), 4–5 VMs
+/// (interactive placed and pending, batch with a deadline inside or past
+/// the horizon), 3 steps.
+fn tiny(seed: u64) -> Snapshot {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut servers = vec![
+        server("a", true, CONVEX_A),
+        server("b", rng.random_bool(0.5), CONVEX_B),
+        server("c", true, CONVEX_A),
+    ];
+    for s in &mut servers {
+        s.cores = 4;
+        s.mem_gib = 8.0;
+    }
+    servers[2].heat_loop = None;
+    servers[2].recovery = 0.0;
+    // Hot: limit at 90 W on a 135 W peak.
+    servers[0].inlet_c = 35.0;
+    servers[0].r_k_per_w = 0.5;
+    let on: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.on)
+        .map(|s| s.id.as_str())
+        .collect();
+    let n = rng.random_range(4..=5);
+    let mut vms = Vec::new();
+    for j in 0..n {
+        let host = if j == n - 1 {
+            None
+        } else {
+            Some(on[rng.random_range(0..on.len())])
+        };
+        let mut v = vm(&format!("v{j}"), host, rng.random_range(0.1..0.6));
+        v.vcpus = rng.random_range(1..=2);
+        v.mem_gib = rng.random_range(1.0..3.0);
+        if j == 0 {
+            v.kind = VmKind::Batch;
+            v.load = None;
+            v.work_core_h = Some(rng.random_range(1.0..4.0));
+            let hours = if rng.random_bool(0.5) { 3 } else { 6 };
+            v.deadline = Some(
+                "2026-01-15T00:00:00Z"
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .unwrap()
+                    + chrono::Duration::hours(hours),
+            );
+        }
+        vms.push(v);
+    }
+    // Heat worth less than power (V·r < π): the brute force's segment LP is
+    // then exact (it fills the cheap segments first). The regime where heat
+    // pays is covered by the night-batch scenario.
+    let prices = (0..3).map(|_| rng.random_range(0.10..0.35)).collect();
+    let mut snap = site(servers, vms, prices, rng.random_range(0.02..0.1), 0.0);
+    snap.loops[0].demand_kw = (0..3).map(|_| rng.random_range(0.02..0.25)).collect();
+    snap.policy.max_migrations = rng.random_range(0..=2);
+    snap.policy.migration_cost = 0.002;
+    snap.policy.switch_cost = 0.005;
+    snap.policy.cpu_overcommit = 2.0;
+    snap
+}
+
+/// The optimum of a tiny site by enumeration: every placement and on/off
+/// state; for each, batch cores and heat by an LP over the curve segments,
+/// exact for convex curves when heat is worth less than power.
+fn brute_force(snap: &Snapshot) -> Option<f64> {
+    use good_lp::{microlp, variable, Expression, ProblemVariables, Solution, SolverModel};
+    let inst = Instance::new(snap).unwrap();
+    let (ns, nv, nt) = (inst.n_servers(), inst.n_vms(), inst.steps());
+    let step_h = inst.step_h();
+    let mut best: Option<f64> = None;
+    for code in 0..ns.pow(nv as u32) * (1 << ns) {
+        let mut c = code;
+        let host: Vec<usize> = (0..nv)
+            .map(|_| {
+                let h = c % ns;
+                c /= ns;
+                h
+            })
+            .collect();
+        let on: Vec<bool> = (0..ns).map(|s| (c >> s) & 1 == 1).collect();
+        let d = Decisions {
+            host: host.clone(),
+            on: on.clone(),
+            batch_cores: (0..nv)
+                .map(|v| {
+                    if inst.is_batch(v) {
+                        vec![0.0; nt]
+                    } else {
+                        vec![]
+                    }
+                })
+                .collect(),
+        };
+        // Rules that do not depend on batch cores: placement, memory, vCPUs,
+        // migrations, switching (checked by the evaluator with zero batch).
+        let ev = evaluate(&inst, &d);
+        if ev
+            .violations
+            .iter()
+            .any(|m| !m.contains("batch vm") && !m.contains("°C"))
+        {
+            continue;
+        }
+        let mut vars = ProblemVariables::new();
+        let mut obj = Expression::default();
+        let mut cons = Vec::new();
+        let a: Vec<Vec<_>> = (0..nv)
+            .map(|v| {
+                if inst.is_batch(v) {
+                    let cap = f64::from(snap.vms[v].vcpus);
+                    (0..nt)
+                        .map(|_| vars.add(variable().min(0.0).max(cap)))
+                        .collect()
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        for v in (0..nv).filter(|&v| inst.is_batch(v)) {
+            let mut done = Expression::default();
+            for t in 0..inst.batch_steps[v] {
+                done.add_mul(step_h, a[v][t]);
+            }
+            cons.push(done.clone().geq(inst.batch_min_core_h[v]));
+            cons.push(done.leq(inst.batch_max_core_h[v]));
+        }
+        let mut rec: Vec<Expression> = vec![Expression::default(); nt];
+        for s in 0..ns {
+            let srv = &snap.servers[s];
+            let cores = f64::from(srv.cores);
+            for t in 0..nt {
+                let mut power = Expression::default();
+                if on[s] {
+                    let fixed: f64 = (0..nv)
+                        .filter(|&v| host[v] == s)
+                        .map(|v| inst.vm_fixed_cores[v])
+                        .sum();
+                    let mut load = Expression::from(fixed);
+                    for v in (0..nv).filter(|&v| host[v] == s && inst.is_batch(v)) {
+                        load.add_mul(1.0, a[v][t]);
+                    }
+                    let mut segs = Expression::default();
+                    power += srv.power_curve_w[0];
+                    for k in 0..10 {
+                        let x = vars.add(variable().min(0.0).max(cores / 10.0));
+                        segs.add_mul(1.0, x);
+                        power.add_mul(inst.curve[s].segment_slope(k) / cores, x);
+                    }
+                    cons.push((segs - load.clone()).eq(0.0));
+                    let u_max = inst.u_max[s].unwrap_or(-1.0);
+                    cons.push(load.leq(u_max.min(1.0) * cores));
+                } else {
+                    power += srv.off_w;
+                }
+                obj.add_mul(
+                    snap.electricity_price_per_kwh[t] * step_h / 1000.0,
+                    power.clone(),
+                );
+                if inst.server_loop[s].is_some() {
+                    rec[t].add_mul(srv.recovery / 1000.0, power);
+                }
+            }
+        }
+        let lp = &snap.loops[0];
+        for t in 0..nt {
+            let h = vars.add(variable().min(0.0).max(lp.demand_kw[t].min(lp.max_kw)));
+            cons.push((h - rec[t].clone()).leq(0.0));
+            obj.add_mul(-lp.heat_value_per_kwh * step_h, h);
+        }
+        let mut model = vars.minimise(obj.clone()).using(microlp);
+        for c in cons {
+            model.add_constraint(c);
+        }
+        let Ok(sol) = model.solve() else { continue };
+        let cost = sol.eval(obj)
+            + snap.policy.migration_cost * ev.objective.migrations as f64
+            + snap.policy.switch_cost * ev.objective.switches as f64;
+        if best.is_none_or(|b| cost < b) {
+            best = Some(cost);
+        }
+    }
+    best
+}
+
+#[test]
+fn on_tiny_sites_the_bound_is_below_and_the_plan_within_one_percent_of_brute_force() {
+    let mut checked = 0;
+    for seed in 0..24 {
+        let snap = tiny(seed);
+        let Some(opt) = brute_force(&snap) else {
+            continue;
+        };
+        let inst = Instance::new(&snap).unwrap();
+        let out = optimizer::decide(&inst, None).expect("a plan where brute force finds one");
+        let ev = evaluate(&inst, &out.decisions);
+        assert!(ev.is_feasible(), "seed {seed}: {:?}", ev.violations);
+        let cost = ev.objective.cost;
+        let energy = ev.objective.energy_cost;
+        assert!(
+            cost >= opt - 1e-6,
+            "seed {seed}: {cost} below the optimum {opt}?"
+        );
+        // The gap as a share of energy cost (this plan's; the optimal plan's
+        // is within the same 1 %).
+        assert!(
+            cost - opt <= 0.01 * energy,
+            "seed {seed}: cost {cost} vs optimum {opt} (energy {energy})"
+        );
+        let bound = out.lower_bound.expect("a bound");
+        assert!(
+            bound <= opt + 1e-9,
+            "seed {seed}: bound {bound} above optimum {opt}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} tiny sites were feasible");
+}

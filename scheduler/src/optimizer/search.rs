@@ -149,7 +149,7 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
     }
     refresh_pool(ctx, st);
     for s in 0..ctx.ns {
-        if st.replan(ctx, s) {
+        if capacity_ok(ctx, st, s) && st.replan(ctx, s) {
             continue;
         }
         // Shed batch VMs first (most work), then the heaviest interactive ones.
@@ -183,19 +183,20 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
                     break;
                 }
             }
-            if moved && st.replan(ctx, s) {
+            if moved && capacity_ok(ctx, st, s) && st.replan(ctx, s) {
                 fixed = true;
                 break;
             }
         }
-        if !fixed && st.vms_on[s].is_empty() && ctx.can_switch(s) {
+        if !fixed && st.vms_on[s].is_empty() && ctx.can_switch(s) && st.on[s] {
             st.set_on(ctx, s, false);
             fixed = st.replan(ctx, s);
         }
         if !fixed {
             return Err(PlanError::infeasible(format!(
-                "server {}: its VMs cannot be scheduled within its temperature limit, \
-                 capacity and deadlines, and they cannot be moved within the migration budget",
+                "server {}: its VMs do not fit its capacity, memory or temperature limit \
+                 or meet their deadlines there, and they cannot be moved within the \
+                 migration budget",
                 snap.servers[s].id
             )));
         }
