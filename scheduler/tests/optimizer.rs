@@ -205,40 +205,35 @@ fn cheap_night_power_and_valuable_heat_pull_batch_work_into_the_night() {
     assert!(cores[0] + cores[1] < 1e-6, "{cores:?}");
 }
 
-#[test]
-fn a_hot_servers_excess_batch_work_is_moved_within_budget() {
+/// A hot server (limit 80 °C at 50 °C inlet and 0.5 K/W: at most 60 W,
+/// u ≤ 0.2) hosting a batch VM that needs 7 core-h in 4 h, optionally with a
+/// cool server beside it.
+fn hot_site(migratable: bool, with_cool: bool) -> Snapshot {
     let mut hot = server("hot", true, EFFICIENT);
-    // Limit 80 °C at 50 °C inlet and 0.5 K/W: at most 60 W, u ≤ 0.2.
     hot.inlet_c = 50.0;
     hot.r_k_per_w = 0.5;
     let mut batch = vm("b1", Some("hot"), 0.0);
     batch.kind = VmKind::Batch;
     batch.load = None;
+    batch.migratable = migratable;
     batch.work_core_h = Some(7.0);
     batch.deadline = Some("2026-01-15T04:00:00Z".parse().unwrap());
-    let snap = site(
-        vec![hot, server("cool", true, EFFICIENT)],
-        vec![batch],
-        vec![0.2; 4],
-        0.05,
-        10.0,
-    );
-    let (d, _, _) = solve(&snap);
+    let mut servers = vec![hot];
+    if with_cool {
+        servers.push(server("cool", true, EFFICIENT));
+    }
+    site(servers, vec![batch], vec![0.2; 4], 0.05, 10.0)
+}
+
+#[test]
+fn a_hot_servers_excess_batch_work_is_moved_within_budget() {
+    let (d, _, _) = solve(&hot_site(true, true));
     assert_eq!(d.host[0], 1, "the batch VM leaves the hot server");
 }
 
 #[test]
 fn a_pinned_vm_that_cannot_run_is_reported_infeasible() {
-    let mut hot = server("hot", true, EFFICIENT);
-    hot.inlet_c = 50.0;
-    hot.r_k_per_w = 0.5;
-    let mut batch = vm("b1", Some("hot"), 0.0);
-    batch.kind = VmKind::Batch;
-    batch.load = None;
-    batch.migratable = false;
-    batch.work_core_h = Some(7.0);
-    batch.deadline = Some("2026-01-15T04:00:00Z".parse().unwrap());
-    let snap = site(vec![hot], vec![batch], vec![0.2; 4], 0.05, 10.0);
+    let snap = hot_site(false, false);
     let inst = Instance::new(&snap).unwrap();
     match optimizer::decide(&inst, None) {
         Err(PlanError::Infeasible { reason }) => assert!(reason.contains("hot"), "{reason}"),

@@ -50,25 +50,10 @@ fn settle(ctx: &Ctx<'_>, st: &mut State, m: Mark, ok: bool) -> bool {
     }
 }
 
-/// Move `v` to `to` and re-plan both servers; false (and undone) when a rule
-/// would break.
-pub(crate) fn relocate(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
-    let from = st.host[v];
-    if from == to || !st.fits(ctx, to, v) {
-        return false;
-    }
-    let m = st.mark();
-    st.move_vm(ctx, v, to);
-    let ok = (from == UNPLACED || st.replan(ctx, from)) && st.replan(ctx, to);
-    if !ok {
-        st.rollback(ctx, m);
-    }
-    ok
-}
-
-/// Like [`relocate`], but both servers keep their batch schedules where they
-/// still fit (a cheap, exact price of the move).
-fn relocate_kept(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
+/// Move `v` to `to` and re-plan both servers, keeping their batch
+/// schedules where those still fit (an exact price without a flow); false
+/// (and undone) when a rule would break.
+fn relocate(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
     let from = st.host[v];
     if from == to || !st.fits(ctx, to, v) {
         return false;
@@ -222,11 +207,11 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
         }
         if targets(ctx, st, v, target_limit(ctx))
             .into_iter()
-            .any(|to| relocate_kept(ctx, st, v, to))
+            .any(|to| relocate(ctx, st, v, to))
             || (target_limit(ctx).is_some()
                 && targets(ctx, st, v, None)
                     .into_iter()
-                    .any(|to| relocate_kept(ctx, st, v, to)))
+                    .any(|to| relocate(ctx, st, v, to)))
         {
             continue;
         }
@@ -396,9 +381,7 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         let mut best: Option<(f64, usize)> = None;
         for to in targets(ctx, st, v, limit) {
             let m = st.mark();
-            if relocate_kept(ctx, st, v, to)
-                && improved(st, m)
-                && best.is_none_or(|(c, _)| st.cost < c)
+            if relocate(ctx, st, v, to) && improved(st, m) && best.is_none_or(|(c, _)| st.cost < c)
             {
                 best = Some((st.cost, to));
             }
@@ -407,7 +390,7 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if let Some((_, to)) = best {
             let from = st.host[v];
             let m = st.mark();
-            let ok = relocate_kept(ctx, st, v, to);
+            let ok = relocate(ctx, st, v, to);
             if settle(ctx, st, m, ok) {
                 any = true;
                 // Then re-solve both servers' batch work where that helps.
