@@ -2,16 +2,17 @@
 //! a proven lower bound beside it.
 //!
 //! How it works (docs/scheduler.md, "Optimiser", says why):
-//! 1. [`state::State`] starts from the current placement (warm start:
+//! 1. `state::State` starts from the current placement (warm start:
 //!    migrations cost and are budgeted) and keeps the exact cost of the
 //!    decisions as they change, with an undo journal.
-//! 2. [`batch`] schedules each server's batch work exactly as a min-cost flow
+//! 2. `batch` schedules each server's batch work exactly as a min-cost flow
 //!    over the convex envelope of the step costs (electricity minus the heat
 //!    it adds to the loop while the loop still needs heat).
-//! 3. [`search`] repairs servers that break a rule, places pending VMs where
+//! 3. `search` repairs servers that break a rule, places pending VMs where
 //!    they add least, then improves by switching servers off (after moving
 //!    their VMs away) or on, relocating and swapping VMs — every move priced
-//!    exactly and kept only if it lowers the cost.
+//!    exactly and kept only if it lowers the cost; small sites then get a
+//!    few rounds of iterated local search (seeded kicks, so deterministic).
 //! 4. [`bound`] solves an LP relaxation over aggregated server classes whose
 //!    optimum is provably no higher than the optimal cost.
 //!
@@ -30,6 +31,9 @@ use crate::evaluate::{evaluate, Decisions};
 use crate::instance::Instance;
 
 use state::{Ctx, State, UNPLACED};
+
+/// Kicks of the iterated local search on small sites.
+const ILS_ITERATIONS: usize = 20;
 
 /// Name reported in plans.
 pub const NAME: &str = "optimizer";
@@ -55,6 +59,7 @@ pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome,
     search::place_pending(&ctx, &mut st)?;
     let budget = search::Budget { deadline };
     search::improve(&ctx, &mut st, &budget);
+    search::iterated(&ctx, &mut st, &budget, ILS_ITERATIONS);
     let decisions = to_decisions(&ctx, &st)?;
     let ev = evaluate(inst, &decisions);
     if !ev.is_feasible() {

@@ -494,3 +494,45 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
         }
     }
 }
+
+/// Iterated local search on small sites: kick the plan (move a few VMs to
+/// random servers that take them, sometimes switching an off server on),
+/// improve, and keep the result only if it beats the incumbent. The kicks
+/// come from a generator seeded by the site's size, so runs repeat exactly.
+pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iterations: usize) {
+    use rand::{Rng, SeedableRng};
+    if ctx.ns > SMALL_SERVERS || ctx.nv == 0 {
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
+    for _ in 0..iterations {
+        if budget.expired() {
+            return;
+        }
+        let m = st.mark();
+        if rng.random_bool(0.3) {
+            let off: Vec<usize> = (0..ctx.ns)
+                .filter(|&s| !st.on[s] && ctx.can_switch(s) && ctx.cap_cores[s] >= 0.0)
+                .collect();
+            if !off.is_empty() {
+                let s = off[rng.random_range(0..off.len())];
+                st.set_on(ctx, s, true);
+                st.replan(ctx, s);
+            }
+        }
+        for _ in 0..rng.random_range(1..=3) {
+            let v = rng.random_range(0..ctx.nv);
+            let to = targets(ctx, st, v, None);
+            if !to.is_empty() {
+                let s = to[rng.random_range(0..to.len())];
+                relocate(ctx, st, v, s);
+            }
+        }
+        improve(ctx, st, budget);
+        if improved(st, m) {
+            st.commit(m);
+        } else {
+            st.rollback(ctx, m);
+        }
+    }
+}
