@@ -21,7 +21,9 @@
 //! - delivered heat `H_{ℓ,t} ≤ min(D, X)` and `≤ Σ_{g∈ℓ} r_g·P_{g,t}/1000`;
 //! - on capacity covers all vCPUs (with overcommit) and all memory less the
 //!   most that image sharing can save (`(n_i − 1)·b_i` per image);
-//! - switches in a class are at least `|y_g − on_g|`.
+//! - switches in a class are at least `|y_g − on_g|`;
+//! - classes also split by the VMs their servers host now (`h_g`, capped at
+//!   4), and `Σ_g h_g·(n_g − y_g)` is at most the migration budget.
 //!
 //! The objective is energy cost − heat value + switch cost.
 //!
@@ -39,8 +41,9 @@
 //! delivered heat is the minimum of it, demand and intake. Capacity and
 //! memory rules summed over on servers give the pooled ones (image sharing
 //! saves at most `(n_i − 1)·b_i`). Each class's switches are at least the
-//! change in its number of on servers. Migration costs are dropped (they are
-//! ≥ 0). So every feasible plan maps to an LP point of equal or lower
+//! change in its number of on servers. A server switched off migrates every
+//! VM it hosts now, at least `h_g`, and migrations are budgeted. Migration
+//! costs are dropped (they are ≥ 0). So every feasible plan maps to an LP point of equal or lower
 //! objective, and the LP optimum is ≤ the optimal cost.
 //!
 //! Numerically, the bound reported is the smaller of clarabel's primal and
@@ -68,19 +71,25 @@ struct Class {
     off_max_w: f64,
     n: f64,
     on_now: f64,
+    /// Fewest VMs any server of the class hosts now (capped): switching one
+    /// off migrates at least that many.
+    hosted: f64,
 }
 
 fn classes(inst: &Instance<'_>) -> Vec<Class> {
     let snap = inst.snap;
     let mut pinned = vec![false; inst.n_servers()];
+    let mut hosted = vec![0u32; inst.n_servers()];
     for (v, vm) in snap.vms.iter().enumerate() {
-        if let (Some(h), false) = (inst.vm_host[v], vm.migratable) {
-            pinned[h] = true;
+        if let Some(h) = inst.vm_host[v] {
+            hosted[h] += 1;
+            pinned[h] |= !vm.migratable;
         }
     }
     // Key: curve bits, cores, memory bits, loop, status, u_max bucket (tenths,
-    // rounded up) — so hot servers do not share a class with cool ones.
-    type Key = (Vec<u64>, u32, u64, Option<usize>, u8, u32);
+    // rounded up) — so hot servers do not share a class with cool ones — and
+    // VMs hosted now, capped at HOSTED_CAP.
+    type Key = (Vec<u64>, u32, u64, Option<usize>, u8, u32, u32);
     let mut keys: Vec<(Key, usize)> = Vec::with_capacity(inst.n_servers());
     for (s, srv) in snap.servers.iter().enumerate() {
         let status = match inst.u_max[s] {
@@ -97,6 +106,7 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
             inst.server_loop[s],
             status,
             bucket,
+            hosted[s].min(HOSTED_CAP),
         );
         keys.push((key, s));
     }
@@ -133,12 +143,16 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
                 off_max_w: srv.off_w,
                 n: 1.0,
                 on_now: on,
+                hosted: f64::from(key.6),
             }),
         }
         last = Some(key);
     }
     out
 }
+
+/// Hosted-VM counts above this share a class (counted as this many).
+const HOSTED_CAP: u32 = 4;
 
 /// The relaxation's optimum less a numerical margin, or `None` when the LP
 /// could not be solved to agreement between its primal and dual.
@@ -171,6 +185,7 @@ pub fn lower_bound(inst: &Instance<'_>) -> Option<f64> {
         vec![vec![Expression::default(); nt]; snap.loops.len()];
     let mut vcpu_cap = Expression::default();
     let mut mem_cap = Expression::default();
+    let mut evacuations = Expression::default();
     for c in &classes {
         let (lo, hi) = match c.status {
             0 => (0.0, 0.0),
@@ -186,6 +201,7 @@ pub fn lower_bound(inst: &Instance<'_>) -> Option<f64> {
         constraints.push((sw + (y - c.on_now)).geq(0.0));
         objective.add_mul(snap.policy.switch_cost, sw);
         vcpu_cap.add_mul(c.cores * snap.policy.cpu_overcommit, y);
+        evacuations.add_mul(c.hosted, c.n - y);
         mem_cap.add_mul(c.mem_gib, y);
 
         let mut points: Vec<(f64, f64)> = (0..CURVE_POINTS)
@@ -216,6 +232,7 @@ pub fn lower_bound(inst: &Instance<'_>) -> Option<f64> {
         }
     }
     constraints.push(vcpu_cap.geq(vcpus));
+    constraints.push(evacuations.leq(snap.policy.max_migrations as f64));
     constraints.push(mem_cap.geq(mem));
 
     // Batch work pooled by deadline window.
