@@ -24,8 +24,8 @@ use hvac_bridge::SiteConfig;
 use tokio::sync::watch;
 
 use crate::controller::config::ControllerConfig;
-use crate::controller::run::{self, ControllerError};
 pub use crate::controller::run::Clock;
+use crate::controller::run::{self, ControllerError};
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -83,9 +83,12 @@ pub struct DemoSummary {
     pub jobs_done: usize,
 }
 
-/// Start of site time: a January evening, when heat is worth most.
+/// Start of site time: a January evening at the end of the price peak, so a
+/// short run shows both regimes — expensive power (consolidate, defer batch,
+/// switch off) and cheap night power worth less than the heat it makes (run
+/// harder for the greenhouse).
 pub fn site_start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 15, 16, 0, 0)
+    Utc.with_ymd_and_hms(2026, 1, 15, 20, 0, 0)
         .single()
         .expect("valid date")
 }
@@ -168,7 +171,7 @@ max_power_ons_per_period = 4
 [controller.prices]
 electricity_per_kwh = [0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.21, 0.21, 0.21, 0.21, 0.21,
                        0.21, 0.21, 0.21, 0.21, 0.21, 0.30, 0.30, 0.30, 0.30, 0.21, 0.21, 0.12]
-heat_value_per_kwh = 0.11
+heat_value_per_kwh = 0.16
 
 [controller.policy]
 max_migrations = 6
@@ -242,7 +245,9 @@ fn start_broker(port: u16) -> Result<(), DemoError> {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if std::time::Instant::now() > until {
-            return Err(DemoError::Broker(format!("nothing listens on 127.0.0.1:{port}")));
+            return Err(DemoError::Broker(format!(
+                "nothing listens on 127.0.0.1:{port}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -250,34 +255,49 @@ fn start_broker(port: u16) -> Result<(), DemoError> {
 }
 
 fn free_port() -> Result<u16, DemoError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Run the demo until `duration_s` has passed or `shutdown` turns true.
-pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<DemoSummary, DemoError> {
+pub async fn run(
+    opts: DemoOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<DemoSummary, DemoError> {
     let mqtt_port = free_port()?;
     start_broker(mqtt_port)?;
     let heatpump: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
     let heatmeter: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
+    // The heat pump starts at a 40 °C supply setpoint, as commissioned.
+    heatpump.lock().unwrap_or_else(|e| e.into_inner()).holding[0] = 400;
     let hp_addr = device::serve(heatpump.clone()).await?;
     let hm_addr = device::serve(heatmeter.clone()).await?;
 
     let text = site_toml(mqtt_port, hp_addr, hm_addr);
     let site: SiteConfig<ControllerConfig> =
         SiteConfig::from_toml(&text).map_err(|e| DemoError::Config(e.to_string()))?;
-    let ctl_cfg = site.controller.clone().ok_or_else(|| DemoError::Config("no [controller]".into()))?;
+    let ctl_cfg = site
+        .controller
+        .clone()
+        .ok_or_else(|| DemoError::Config("no [controller]".into()))?;
 
     let clock = Clock::accelerated(site_start(), opts.speed);
-    let listener = tokio::net::TcpListener::bind(opts.http).await.map_err(|source| {
-        DemoError::Controller(ControllerError::Bind {
-            addr: opts.http,
-            source,
-        })
-    })?;
+    let listener = tokio::net::TcpListener::bind(opts.http)
+        .await
+        .map_err(|source| {
+            DemoError::Controller(ControllerError::Bind {
+                addr: opts.http,
+                source,
+            })
+        })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (running, join) = run::start(site, clock, Some(listener), stop_rx.clone()).await?;
     if opts.print {
-        println!("Phoenix demo: open http://{}/ (site time ×{})", running.api_addr, opts.speed);
+        println!(
+            "Phoenix demo: open http://{}/ (site time ×{})",
+            running.api_addr, opts.speed
+        );
     }
 
     let twin = twin::Twin::new(
@@ -298,7 +318,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         _ = shutdown.wait_for(|s| *s) => {}
     }
     let _ = stop_tx.send(true);
-    let summary = twin_task.await.map_err(|e| DemoError::Twin(e.to_string()))?;
+    let summary = twin_task
+        .await
+        .map_err(|e| DemoError::Twin(e.to_string()))?;
     let _ = join.await;
     if opts.print {
         println!(
