@@ -119,7 +119,7 @@ pub fn plan_and_commit(
 mod tests {
     use super::*;
     use crate::controller::config::tests::TEST_CFG;
-    use crate::controller::state::{NodeState, ServerInfo};
+    use crate::controller::state::tests::node;
     use chrono::TimeZone;
     use scheduler::model::{Vm, VmKind};
 
@@ -137,23 +137,7 @@ mod tests {
     fn site() -> SiteState {
         let mut s = SiteState::default();
         for id in ["a", "b"] {
-            s.nodes.insert(
-                id.into(),
-                NodeState {
-                    info: ServerInfo {
-                        id: id.into(),
-                        cores: 8,
-                        mem_gib: 32.0,
-                        temp_limit_c: 80.0,
-                        heat_loop: None,
-                    },
-                    on: true,
-                    online: true,
-                    stale: false,
-                    last_seen: Some(now()),
-                    telemetry: None,
-                },
-            );
+            s.nodes.insert(id.into(), node(id, Some(now())));
         }
         s.vms.insert(
             "web".into(),

@@ -162,7 +162,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::state::{NodeState, ServerInfo};
+    use crate::controller::state::tests::node;
     use chrono::TimeZone;
     use scheduler::model::{Vm, VmKind};
 
@@ -184,23 +184,7 @@ mod tests {
             ..Default::default()
         };
         for (id, seen) in [("a", now()), ("b", b_last_seen)] {
-            s.nodes.insert(
-                id.into(),
-                NodeState {
-                    info: ServerInfo {
-                        id: id.into(),
-                        cores: 8,
-                        mem_gib: 32.0,
-                        temp_limit_c: 80.0,
-                        heat_loop: None,
-                    },
-                    on: true,
-                    online: true,
-                    stale: false,
-                    last_seen: Some(seen),
-                    telemetry: None,
-                },
-            );
+            s.nodes.insert(id.into(), node(id, Some(seen)));
         }
         s.vms.insert(
             "v1".into(),

@@ -146,3 +146,26 @@ impl SiteState {
             .sum()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A reporting node of 8 cores / 32 GiB, on, last seen at `seen`.
+    pub(crate) fn node(id: &str, seen: Option<DateTime<Utc>>) -> NodeState {
+        NodeState {
+            info: ServerInfo {
+                id: id.into(),
+                cores: 8,
+                mem_gib: 32.0,
+                temp_limit_c: 80.0,
+                heat_loop: None,
+            },
+            on: true,
+            online: seen.is_some(),
+            stale: seen.is_none(),
+            last_seen: seen,
+            telemetry: None,
+        }
+    }
+}
