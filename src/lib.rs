@@ -6,4 +6,5 @@
 //!   with a bounded buffer that never blocks the control loop.
 
 pub mod controller;
+pub mod demo;
 pub mod influx;

@@ -16,6 +16,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process on embedded defaults: broker, a live
+    /// site twin, the controller, the API and web page.
+    Demo(cmd::demo::Args),
     /// Solve one snapshot and print the plan (phoenix.plan/v1 JSON).
     Plan(cmd::plan::Args),
     /// Run the node agent: telemetry out, power caps in (docs/agent.md).
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::GenerateConfig(args) => cmd::generate_config::run(args),

@@ -198,14 +198,14 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             rng.random_range(20.0..26.0)
         };
         let temp_limit_c = 80.0;
-        // Hot servers: the limit binds at 55–85 % utilisation.
+        // Hot servers: the limit binds below full load.
         let r_k_per_w = if hot {
-            let curve = crate::curve::PowerCurve::new(&m.curve_w).expect("11 points");
-            let u = rng.random_range(0.55..0.85);
-            u_limit.push(u);
-            (temp_limit_c - inlet_c) / curve.power_w(u)
+            // Never below idle power plus 30 % of the dynamic range: a limit
+            // under idle power does not bind, it forbids the server.
+            let (idle, peak) = (m.curve_w[0], m.curve_w[10]);
+            let limit_w = (peak * rng.random_range(0.55..0.85)).max(idle + 0.3 * (peak - idle));
+            (temp_limit_c - inlet_c) / limit_w
         } else {
-            u_limit.push(1.0);
             (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(1.1..1.6))
         };
         // 75 % of servers sit on a liquid loop; the rest are air-cooled.
@@ -219,6 +219,12 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         } else {
             0.0
         };
+        // The utilisation at which the temperature limit binds.
+        let limit_w = (temp_limit_c - inlet_c) / r_k_per_w;
+        let u_bind = crate::curve::PowerCurve::new(&m.curve_w)
+            .and_then(|c| c.max_util_within(limit_w))
+            .unwrap_or(0.0);
+        u_limit.push(u_bind);
         let on = rng.random_bool(0.85);
         servers.push(Server {
             id: format!("s{i:04}"),
@@ -299,7 +305,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
                 let need = if batch { 0.6 * f64::from(vcpus) } else { fixed };
                 if used_vcpus[s] + f64::from(vcpus) <= cap * overcommit
                     && used_mem[s] + mem_gib <= servers[s].mem_gib * 0.9
-                    && used_load[s] + fixed <= cap * 0.5
+                    && used_load[s] + fixed <= cap * 0.5 * u_limit[s]
                     && used_cores[s] + need <= cap * u_limit[s] * 0.9
                 {
                     used_vcpus[s] += f64::from(vcpus);
@@ -339,7 +345,9 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             load,
             work_core_h,
             deadline,
-            migratable: rng.random_bool(0.95),
+            // Pinned VMs are interactive: a pinned batch VM whose remaining
+            // work outgrows its host would make the site infeasible.
+            migratable: rng.random_bool(0.95) || batch,
         });
     }
 
