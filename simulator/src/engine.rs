@@ -8,7 +8,7 @@
 //! counted as a deadline miss at once, and is re-planned with an effective
 //! deadline: now + the periods it needs at full speed + one. A job whose
 //! slack falls below one horizon is shown to the planner with that same
-//! tighter deadline ([`urgent_deadline`]), so that a receding-horizon plan
+//! tighter deadline (`urgent_deadline`), so that a receding-horizon plan
 //! cannot keep deferring its work. A job still
 //! running when its deadline passes is counted then. When the planner still
 //! fails (its packing cannot serve a job in time, e.g. under thermal caps),
