@@ -577,13 +577,19 @@ impl<'a> Engine<'a> {
         // The full snapshot; then, should the planner fail (a job its packing
         // cannot serve in time), batch deadlines relaxed for this plan only;
         // then without the pending VMs, which wait for the next period.
-        let mut attempts = vec![(true, false), (true, true)];
+        // Last, with the migration budget lifted (an operator's emergency
+        // moves when load has grown past what a packed server can hold).
+        let mut attempts = vec![(true, false, false), (true, true, false)];
         if has_pending {
-            attempts.push((false, true));
+            attempts.push((false, true, false));
         }
-        for (k, (with_pending, relax)) in attempts.into_iter().enumerate() {
+        attempts.push((has_pending, true, true));
+        for (k, (with_pending, relax, rescue)) in attempts.into_iter().enumerate() {
             let began = Instant::now();
-            let (snap, index) = self.snapshot(t_s, with_pending, relax);
+            let (mut snap, index) = self.snapshot(t_s, with_pending, relax);
+            if rescue {
+                snap.policy.max_migrations = snap.vms.len();
+            }
             let built = Instant::now();
             let solved = scheduler::solve(&snap, &opts);
             self.solver += built.elapsed();
@@ -595,7 +601,7 @@ impl<'a> Engine<'a> {
                     if k == 0 {
                         self.t.plan_failures += 1;
                     }
-                    debug!(t_s, with_pending, relax, error = %e, "Plan failed.");
+                    debug!(t_s, with_pending, relax, rescue, error = %e, "Plan failed.");
                 }
             }
         }
