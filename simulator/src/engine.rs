@@ -6,7 +6,10 @@
 //! each plan, a job whose remaining work no longer fits before its deadline
 //! at full speed (in whole control periods, as the planner counts them) is
 //! counted as a deadline miss at once, and is re-planned with an effective
-//! deadline: now + the periods it needs at full speed + one. A job still
+//! deadline: now + the periods it needs at full speed + one. A job whose
+//! slack falls below one horizon is shown to the planner with that same
+//! tighter deadline (`urgent_deadline`), so that a receding-horizon plan
+//! cannot keep deferring its work. A job still
 //! running when its deadline passes is counted then. When the planner still
 //! fails (its packing cannot serve a job in time, e.g. under thermal caps),
 //! the snapshot is planned again with every batch deadline relaxed for this
@@ -79,6 +82,33 @@ struct Active {
     /// Its snapshot record, kept between plans so that a snapshot moves
     /// records rather than allocating them anew every period.
     vm: Vm,
+}
+
+/// The deadline a plan sees for a batch job: its own, or — once the job's
+/// slack (whole periods to its deadline less the periods it needs at full
+/// speed) falls below one horizon — the time it needs at full speed plus one
+/// period. A receding-horizon planner may otherwise keep pushing the
+/// horizon's share of the work to the horizon's end until the job no longer
+/// fits; this keeps it on pace.
+fn urgent_deadline(
+    now: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    left_core_h: f64,
+    vcpus: u32,
+    period_s: f64,
+    steps: usize,
+) -> DateTime<Utc> {
+    let until_s = (deadline - now).num_milliseconds() as f64 / 1000.0;
+    let whole = (until_s / period_s + EPS).floor().max(0.0);
+    let need = (left_core_h / (f64::from(vcpus) * period_s / 3600.0) - EPS)
+        .ceil()
+        .max(1.0);
+    if whole >= need && whole - need < steps as f64 {
+        let periods = (need + 1.0).min(whole);
+        deadline.min(now + chrono::Duration::milliseconds((periods * period_s * 1000.0) as i64))
+    } else {
+        deadline
+    }
 }
 
 /// A record with nothing allocated, left in place while the real one is
@@ -455,7 +485,15 @@ impl<'a> Engine<'a> {
             a.vm.deadline = match (batch, a.deadline) {
                 (false, _) => None,
                 (true, Some(d)) if relax => Some(d.max(relaxed)),
-                (true, d) => d,
+                (true, Some(d)) => Some(urgent_deadline(
+                    now,
+                    d,
+                    a.left_core_h,
+                    j.vcpus,
+                    period,
+                    steps,
+                )),
+                (true, None) => None,
             };
             vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
         }
@@ -539,13 +577,19 @@ impl<'a> Engine<'a> {
         // The full snapshot; then, should the planner fail (a job its packing
         // cannot serve in time), batch deadlines relaxed for this plan only;
         // then without the pending VMs, which wait for the next period.
-        let mut attempts = vec![(true, false), (true, true)];
+        // Last, with the migration budget lifted (an operator's emergency
+        // moves when load has grown past what a packed server can hold).
+        let mut attempts = vec![(true, false, false), (true, true, false)];
         if has_pending {
-            attempts.push((false, true));
+            attempts.push((false, true, false));
         }
-        for (k, (with_pending, relax)) in attempts.into_iter().enumerate() {
+        attempts.push((has_pending, true, true));
+        for (k, (with_pending, relax, rescue)) in attempts.into_iter().enumerate() {
             let began = Instant::now();
-            let (snap, index) = self.snapshot(t_s, with_pending, relax);
+            let (mut snap, index) = self.snapshot(t_s, with_pending, relax);
+            if rescue {
+                snap.policy.max_migrations = snap.vms.len();
+            }
             let built = Instant::now();
             let solved = scheduler::solve(&snap, &opts);
             self.solver += built.elapsed();
@@ -557,7 +601,7 @@ impl<'a> Engine<'a> {
                     if k == 0 {
                         self.t.plan_failures += 1;
                     }
-                    debug!(t_s, with_pending, relax, error = %e, "Plan failed.");
+                    debug!(t_s, with_pending, relax, rescue, error = %e, "Plan failed.");
                 }
             }
         }
