@@ -1,0 +1,198 @@
+//! Planning benchmark: the optimiser against the greedy baseline and, on
+//! small sites when built with `--features highs`, against the exact MILP
+//! optimum; on medium and large sites against the optimiser's lower bound.
+//!
+//! ```text
+//! cargo bench -p phoenix-scheduler --features highs --bench plan            # full
+//! cargo bench -p phoenix-scheduler --features highs --bench plan -- --quick # fewer seeds
+//! ```
+//!
+//! Sites come from `scheduler::generate` (small 10 servers / 40 VMs, medium
+//! 100 / 800, large 1,000 / 10,000; 8 steps of 15 min). Costs are §2's exact
+//! cost of each plan. Shares are of an energy cost, as the acceptance
+//! criterion measures them:
+//! - gain over greedy = (cost_greedy − cost) / energy_cost_greedy;
+//! - gap to exact = (cost − cost_exact) / energy_cost_exact;
+//! - gap to bound = (cost − lower_bound) / energy_cost.
+//!
+//! Prints markdown tables (for BENCHMARKS.md).
+
+use std::time::{Duration, Instant};
+
+use phoenix_scheduler as scheduler;
+
+use scheduler::generate::{generate, SiteSpec};
+use scheduler::model::{Objective, Snapshot};
+use scheduler::{Plan, SolveOptions, SolverKind};
+
+fn plan(snap: &Snapshot, solver: SolverKind) -> (Plan, Duration) {
+    let started = Instant::now();
+    let plan = scheduler::solve(
+        snap,
+        &SolveOptions {
+            solver,
+            time_limit: None,
+            with_baseline: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{solver:?} failed on {}: {e}", snap.site));
+    (plan, started.elapsed())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.3} %", 100.0 * x)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn gain(greedy: &Objective, ours: &Objective) -> f64 {
+    (greedy.cost - ours.cost) / greedy.energy_cost
+}
+
+#[cfg(feature = "highs")]
+fn exact(snap: &Snapshot) -> (f64, Objective, bool, Duration) {
+    use scheduler::exact::{self, Backend};
+    let inst = scheduler::Instance::new(snap).expect("generated sites are valid");
+    let started = Instant::now();
+    let out = exact::solve(&inst, Backend::Highs, Some(Duration::from_secs(120)))
+        .unwrap_or_else(|e| panic!("exact failed on {}: {e}", snap.site));
+    let took = started.elapsed();
+    let ev = scheduler::evaluate(&inst, &out.decisions);
+    assert!(
+        ev.is_feasible(),
+        "exact plan breaks the model: {:?}",
+        ev.violations
+    );
+    (out.objective, ev.objective, out.proven_optimal, took)
+}
+
+fn small(seeds: &[u64]) {
+    println!("### Small sites (10 servers, 40 VMs, 8 steps)\n");
+    if cfg!(feature = "highs") {
+        println!(
+            "| seed | greedy cost | optimiser cost | exact cost | gain over greedy | gap to exact | \
+             optimiser ms | greedy ms | exact ms | exact proven |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|");
+    } else {
+        println!("(built without `--features highs`: no exact optimum)\n");
+        println!(
+            "| seed | greedy cost | optimiser cost | gain over greedy | optimiser ms | greedy ms |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+    }
+    #[cfg_attr(not(feature = "highs"), allow(unused_mut))]
+    let mut gaps: Vec<f64> = Vec::new();
+    let mut gains = Vec::new();
+    for &seed in seeds {
+        let snap = generate(&SiteSpec::small(seed));
+        let (g, tg) = plan(&snap, SolverKind::Greedy);
+        let (o, to) = plan(&snap, SolverKind::Optimizer);
+        let gn = gain(&g.objective, &o.objective);
+        gains.push(gn);
+        #[cfg(feature = "highs")]
+        {
+            let (_, e, proven, te) = exact(&snap);
+            let gap = (o.objective.cost - e.cost) / e.energy_cost;
+            gaps.push(gap);
+            println!(
+                "| {seed} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |",
+                g.objective.cost,
+                o.objective.cost,
+                e.cost,
+                pct(gn),
+                pct(gap),
+                ms(to),
+                ms(tg),
+                ms(te),
+                if proven { "yes" } else { "no" }
+            );
+        }
+        #[cfg(not(feature = "highs"))]
+        println!(
+            "| {seed} | {:.4} | {:.4} | {} | {} | {} |",
+            g.objective.cost,
+            o.objective.cost,
+            pct(gn),
+            ms(to),
+            ms(tg)
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "\nMean gain over greedy {}; gap to exact: mean {}, worst {}.\n",
+        pct(mean(&gains)),
+        if gaps.is_empty() {
+            "n/a".into()
+        } else {
+            pct(mean(&gaps))
+        },
+        if gaps.is_empty() {
+            "n/a".into()
+        } else {
+            pct(max(&gaps))
+        },
+    );
+}
+
+fn scaled(title: &str, spec: fn(u64) -> SiteSpec, seeds: &[u64]) {
+    println!("### {title}\n");
+    println!(
+        "| seed | greedy cost | optimiser cost | lower bound | gap to bound | gain over greedy | \
+         optimiser ms | greedy ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &seed in seeds {
+        let snap = generate(&spec(seed));
+        let (g, tg) = plan(&snap, SolverKind::Greedy);
+        let (o, to) = plan(&snap, SolverKind::Optimizer);
+        let (lb, gap) = match o.lower_bound {
+            Some(lb) => (
+                format!("{lb:.3}"),
+                pct((o.objective.cost - lb) / o.objective.energy_cost),
+            ),
+            None => ("none".into(), "n/a".into()),
+        };
+        println!(
+            "| {seed} | {:.3} | {:.3} | {lb} | {gap} | {} | {} | {} |",
+            g.objective.cost,
+            o.objective.cost,
+            pct(gain(&g.objective, &o.objective)),
+            ms(to),
+            ms(tg)
+        );
+    }
+    println!();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {
+        ((1..=5).collect(), vec![1])
+    } else {
+        ((1..=10).collect(), vec![1, 2, 3])
+    };
+    println!(
+        "## phoenix-scheduler plan benchmark ({}{})\n",
+        if quick { "quick" } else { "full" },
+        if cfg!(feature = "highs") {
+            ", exact = HiGHS"
+        } else {
+            ", no exact solver"
+        }
+    );
+    small(&small_seeds);
+    scaled(
+        "Medium sites (100 servers, 800 VMs, 8 steps)",
+        SiteSpec::medium,
+        &big_seeds,
+    );
+    scaled(
+        "Large sites (1,000 servers, 10,000 VMs, 8 steps)",
+        SiteSpec::large,
+        &big_seeds,
+    );
+}
