@@ -35,7 +35,7 @@
 //!   jump from 0 to 10 %), and — only for a server whose recovered heat is
 //!   worth more than its electricity at some step (`π_t < V_ℓ·r_s`), where
 //!   the solver would otherwise like to overstate power — every kink where
-//!   the slope changes at all.
+//!   the slope changes at all (also where the price is negative).
 //! - heat: `h[ℓ,t] ∈ [0, min(D, X)]`, `h ≤ Σ_{s∈ℓ} r_s·p[s,t]/1000`;
 //!   maximising heat value makes `h` the minimum, as §2 defines it. Off
 //!   servers' `off_w` is recovered too, as the evaluator counts it.
@@ -549,10 +549,11 @@ fn build(inst: &Instance<'_>) -> Result<Model, PlanError> {
             .map(|k| inst.curve[s].segment_slope(k))
             .collect();
         for t in 0..nt {
-            // Whether overstating this server's power could pay at step t.
-            let heat_pays = loop_of.is_some_and(|l| {
-                snap.electricity_price_per_kwh[t] < snap.loops[l].heat_value_per_kwh * srv.recovery
-            });
+            // Whether more power could pay at step t: its recovered heat is
+            // worth more than its electricity (or the price is negative).
+            let heat_per_kwh =
+                loop_of.map_or(0.0, |l| snap.loops[l].heat_value_per_kwh * srv.recovery);
+            let heat_pays = snap.electricity_price_per_kwh[t] < heat_per_kwh;
             let mut power = off.clone() + curve[0] * on[s];
             if on_max[s] > 0.5 {
                 let d: Vec<Variable> = seg_ub.iter().map(|&ub| cols.continuous(0.0, ub)).collect();

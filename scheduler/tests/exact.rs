@@ -22,7 +22,7 @@ use scheduler::{evaluate, Decisions, Instance, PlanError};
 /// deadline is the end of the horizon), 2 steps of 15 min. Memory, the
 /// temperature limit, image sharing, the migration budget, non-migratable
 /// VMs, servers that cannot switch and heat worth more than electricity all
-/// occur across seeds.
+/// occur across seeds, and a negative price now and then.
 fn tiny_site(seed: u64) -> Snapshot {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let start = Utc.with_ymd_and_hms(2026, 1, 15, 22, 0, 0).unwrap();
@@ -91,7 +91,7 @@ fn tiny_site(seed: u64) -> Snapshot {
         time: start,
         step_s: 900.0,
         steps: 2,
-        electricity_price_per_kwh: vec![0.12, rng.random_range(0.1..0.3)],
+        electricity_price_per_kwh: vec![0.12, rng.random_range(-0.05..0.3)],
         servers,
         vms,
         images: vec![
