@@ -75,6 +75,16 @@ impl Topics {
         format!("{}/controller/status", self.root())
     }
 
+    /// `…/bridge/status` — facility bridge, retained, last will `offline`.
+    pub fn bridge_status(&self) -> String {
+        format!("{}/bridge/status", self.root())
+    }
+
+    /// Wildcard for every consumer's offer: `…/consumer/+/offer`.
+    pub fn all_consumer_offer(&self) -> String {
+        format!("{}/consumer/+/offer", self.root())
+    }
+
     /// Wildcard for every node's telemetry: `…/node/+/telemetry`.
     pub fn all_node_telemetry(&self) -> String {
         format!("{}/node/+/telemetry", self.root())
@@ -115,6 +125,7 @@ impl Topics {
             ["facility", id, "state"] => Some(TopicKind::FacilityState(id)),
             ["facility", id, "set"] => Some(TopicKind::FacilitySet(id)),
             ["controller", "status"] => Some(TopicKind::ControllerStatus),
+            ["bridge", "status"] => Some(TopicKind::BridgeStatus),
             _ => None,
         }
     }
@@ -141,6 +152,8 @@ pub enum TopicKind<'a> {
     FacilitySet(&'a str),
     /// Online/offline status of the controller.
     ControllerStatus,
+    /// Online/offline status of the facility bridge.
+    BridgeStatus,
 }
 
 /// Whether `s` can be used as one topic level: non-empty, no `/`, `+`, `#`
@@ -183,6 +196,7 @@ mod tests {
         );
         assert_eq!(t.parse("phoenix/v1/other/node/n7/telemetry"), None);
         assert_eq!(t.parse("phoenix/v1/s/node/n7/telemetry/extra"), None);
+        assert_eq!(t.parse(&t.bridge_status()), Some(TopicKind::BridgeStatus));
         assert_eq!(t.parse("phoenix/v1/s"), None);
     }
 

@@ -9,7 +9,8 @@
 //!   tested configuration, as refurbishers do for VM hosts;
 //! - hot spots: a share of servers in a hot aisle (inlet 30–34 °C, ASHRAE A1
 //!   allowable is ≤ 32 °C) with a thermal resistance that makes the
-//!   temperature limit bind below full load;
+//!   temperature limit bind between 55 and 85 % utilisation (never below
+//!   idle, so a hot server can still run);
 //! - heat loops with night-heavy demand (greenhouses heat 70–80 % at night),
 //!   air-cooled servers with no loop, and liquid-cooled ones recovering
 //!   80–90 %;
@@ -185,8 +186,9 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         .expect("valid start time");
     let n_loops = spec.loops.max(1);
 
-    // Servers.
+    // Servers, and the utilisation at which each one's temperature limit binds.
     let mut servers = Vec::with_capacity(spec.servers);
+    let mut u_limit = Vec::with_capacity(spec.servers);
     for i in 0..spec.servers {
         let m = &SPEC_MODELS[rng.random_range(0..SPEC_MODELS.len())];
         let hot = rng.random_bool(spec.hot_share.clamp(0.0, 1.0));
@@ -196,9 +198,13 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             rng.random_range(20.0..26.0)
         };
         let temp_limit_c = 80.0;
-        // Hot servers: the limit binds at 55–85 % of peak power.
+        // Hot servers: the limit binds below full load.
         let r_k_per_w = if hot {
-            (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(0.55..0.85))
+            // Never below idle power plus 30 % of the dynamic range: a limit
+            // under idle power does not bind, it forbids the server.
+            let (idle, peak) = (m.curve_w[0], m.curve_w[10]);
+            let limit_w = (peak * rng.random_range(0.55..0.85)).max(idle + 0.3 * (peak - idle));
+            (temp_limit_c - inlet_c) / limit_w
         } else {
             (temp_limit_c - inlet_c) / (m.curve_w[10] * rng.random_range(1.1..1.6))
         };
@@ -213,6 +219,12 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         } else {
             0.0
         };
+        // The utilisation at which the temperature limit binds.
+        let limit_w = (temp_limit_c - inlet_c) / r_k_per_w;
+        let u_bind = crate::curve::PowerCurve::new(&m.curve_w)
+            .and_then(|c| c.max_util_within(limit_w))
+            .unwrap_or(0.0);
+        u_limit.push(u_bind);
         let on = rng.random_bool(0.85);
         servers.push(Server {
             id: format!("s{i:04}"),
@@ -242,7 +254,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
         },
         Image {
             id: "windows-2022".into(),
-            shared_mem_gib: 1.0,
+            shared_mem_gib: 0.5,
         },
         Image {
             id: "render".into(),
@@ -258,6 +270,7 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
     let mut used_vcpus = vec![0.0_f64; spec.servers];
     let mut used_mem = vec![0.0_f64; spec.servers];
     let mut used_load = vec![0.0_f64; spec.servers];
+    let mut used_cores = vec![0.0_f64; spec.servers];
     let mut vms = Vec::with_capacity(spec.vms);
     for j in 0..spec.vms {
         let batch = rng.random_bool(spec.batch_share.clamp(0.0, 1.0));
@@ -285,13 +298,20 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             for _ in 0..8 {
                 let s = on_servers[rng.random_range(0..on_servers.len())];
                 let cap = f64::from(servers[s].cores);
+                // Interactive load up to half the cores; with batch VMs at
+                // the most they need on average (60 % of their vCPUs), up to
+                // 90 % of what the temperature limit allows, so that the
+                // current placement can meet every deadline.
+                let need = if batch { 0.6 * f64::from(vcpus) } else { fixed };
                 if used_vcpus[s] + f64::from(vcpus) <= cap * overcommit
                     && used_mem[s] + mem_gib <= servers[s].mem_gib * 0.9
-                    && used_load[s] + fixed <= cap * 0.5
+                    && used_load[s] + fixed <= cap * 0.5 * u_limit[s]
+                    && used_cores[s] + need <= cap * u_limit[s] * 0.9
                 {
                     used_vcpus[s] += f64::from(vcpus);
                     used_mem[s] += mem_gib;
                     used_load[s] += fixed;
+                    used_cores[s] += need;
                     host = Some(servers[s].id.clone());
                     break;
                 }
@@ -325,7 +345,9 @@ pub fn generate(spec: &SiteSpec) -> Snapshot {
             load,
             work_core_h,
             deadline,
-            migratable: rng.random_bool(0.95),
+            // Pinned VMs are interactive: a pinned batch VM whose remaining
+            // work outgrows its host would make the site infeasible.
+            migratable: rng.random_bool(0.95) || batch,
         });
     }
 

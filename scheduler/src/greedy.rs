@@ -2,14 +2,29 @@
 //!
 //! - No VM migrates; no server is switched off.
 //! - Pending VMs, largest first (vCPUs, then memory), go to the emptiest
-//!   server that is on and fits them (most free vCPUs). Only when no server
-//!   that is on fits one is an off server switched on for it — as an
-//!   operator would.
-//! - Batch work runs as soon as possible at full speed, earliest deadline
-//!   first, slowed only where the server's temperature limit demands.
+//!   server that is on and fits them (most free vCPUs; vCPUs, memory after
+//!   image sharing, and interactive load under the temperature limit). Only
+//!   when no server that is on fits one is an off server switched on for it
+//!   — the emptiest switchable one that fits. That is what an operator does:
+//!   use the machines that are running, and power one up only when a VM
+//!   cannot be placed otherwise; nobody powers machines down or moves
+//!   running VMs without a planner.
+//! - Batch work runs as soon as possible at full speed (all its vCPUs),
+//!   earliest deadline first on each server, slowed only where the server's
+//!   temperature limit demands.
+//!
+//! The baseline does not repair what it never touches: when a rule cannot
+//! be met by these habits (an interactive VM left on a server where it
+//! breaks the temperature limit, a batch VM that misses its deadline at full
+//! speed), [`decide`] returns [`PlanError::Infeasible`] saying that the
+//! baseline cannot meet it — the decisions it returns always pass
+//! [`evaluate`].
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 
 use crate::error::PlanError;
-use crate::evaluate::Decisions;
+use crate::evaluate::{evaluate, Decisions};
 use crate::instance::{Instance, EPS};
 
 /// Name reported in plans.
@@ -20,7 +35,28 @@ struct Fill {
     vcpus: f64,
     mem: f64,
     fixed_cores: f64,
+    /// Interactive load plus the average rate each batch VM needs to meet
+    /// its deadline, cores: what the temperature limit must leave room for.
+    reserved_cores: f64,
+    /// Cores the server can run under its temperature limit; `None` if
+    /// not even idle.
+    cap_cores: Option<f64>,
     images: Vec<usize>,
+}
+
+/// Cores VM `v` needs on average: its interactive load, or for a batch VM
+/// the rate that does its required work by its deadline.
+fn cores_needed(inst: &Instance<'_>, v: usize) -> f64 {
+    if inst.is_batch(v) {
+        let steps = inst.batch_steps[v];
+        if steps == 0 {
+            0.0
+        } else {
+            inst.batch_min_core_h[v] / (steps as f64 * inst.step_h())
+        }
+    } else {
+        inst.vm_fixed_cores[v]
+    }
 }
 
 fn mem_needed(inst: &Instance<'_>, f: &Fill, v: usize) -> f64 {
@@ -31,22 +67,36 @@ fn mem_needed(inst: &Instance<'_>, f: &Fill, v: usize) -> f64 {
     }
 }
 
+/// An integer that orders like `x` under [`f64::total_cmp`].
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+/// Cores server `s` can run without exceeding its temperature limit — the
+/// exact limit, not the evaluator's tolerance; `None` if not even idle.
+fn thermal_cap_cores(inst: &Instance<'_>, s: usize) -> Option<f64> {
+    let u = inst.curve[s].max_util_within(inst.p_max_w[s])?;
+    Some(u * f64::from(inst.snap.servers[s].cores))
+}
+
 fn fits(inst: &Instance<'_>, s: usize, f: &Fill, v: usize) -> bool {
     let srv = &inst.snap.servers[s];
     let vm = &inst.snap.vms[v];
-    let Some(u_max) = inst.u_max[s] else {
+    let Some(cap) = f.cap_cores else {
         return false;
     };
     let cores = f64::from(srv.cores);
     f.vcpus + f64::from(vm.vcpus) <= cores * inst.snap.policy.cpu_overcommit + EPS
         && f.mem + mem_needed(inst, f, v) <= srv.mem_gib + EPS
-        && f.fixed_cores + inst.vm_fixed_cores[v] <= u_max * cores + EPS
+        && f.reserved_cores + cores_needed(inst, v) <= cap + EPS
 }
 
 fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
     f.mem += mem_needed(inst, f, v);
     f.vcpus += f64::from(inst.snap.vms[v].vcpus);
     f.fixed_cores += inst.vm_fixed_cores[v];
+    f.reserved_cores += cores_needed(inst, v);
     if let Some(i) = inst.vm_image[v] {
         if !f.images.contains(&i) {
             f.images.push(i);
@@ -62,10 +112,12 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let nt = inst.steps();
     let mut on: Vec<bool> = snap.servers.iter().map(|s| s.on).collect();
     let mut fill: Vec<Fill> = (0..ns)
-        .map(|_| Fill {
+        .map(|s| Fill {
             vcpus: 0.0,
             mem: 0.0,
             fixed_cores: 0.0,
+            reserved_cores: 0.0,
+            cap_cores: thermal_cap_cores(inst, s),
             images: Vec::new(),
         })
         .collect();
@@ -74,9 +126,9 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
         if let Some(s) = inst.vm_host[v] {
             host[v] = s;
             add(inst, &mut fill[s], v);
-            on[s] = true;
         }
     }
+    check_current_hosts(inst, &on, &fill)?;
 
     let mut pending: Vec<usize> = (0..nv).filter(|&v| inst.vm_host[v].is_none()).collect();
     pending.sort_by(|&a, &b| {
@@ -86,31 +138,55 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
             .then(vb.mem_gib.total_cmp(&va.mem_gib))
             .then(va.id.cmp(&vb.id))
     });
+    // Servers that are on, and off ones that may be switched on, each
+    // ordered emptiest first (most free vCPUs, then lowest index).
+    let free = |fill: &[Fill], s: usize| {
+        f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
+    };
+    let key = |fill: &[Fill], s: usize| (Reverse(total_order_key(free(fill, s))), s);
+    let mut on_by_free: BTreeSet<(Reverse<i64>, usize)> =
+        (0..ns).filter(|&s| on[s]).map(|s| key(&fill, s)).collect();
+    let mut off_by_free: BTreeSet<(Reverse<i64>, usize)> = (0..ns)
+        .filter(|&s| !on[s] && snap.servers[s].can_switch)
+        .map(|s| key(&fill, s))
+        .collect();
     for v in pending {
-        let free = |s: usize| {
-            f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
+        let vcpus = f64::from(snap.vms[v].vcpus);
+        // The emptiest server that fits: the first that fits in order,
+        // stopping where too few vCPUs are free.
+        let first_fit = |set: &BTreeSet<(Reverse<i64>, usize)>| {
+            set.iter()
+                .map(|&(_, s)| s)
+                .take_while(|&s| free(&fill, s) + EPS >= vcpus)
+                .find(|&s| fits(inst, s, &fill[s], v))
         };
-        let best_on = (0..ns)
-            .filter(|&s| on[s] && fits(inst, s, &fill[s], v))
-            .max_by(|&a, &b| free(a).total_cmp(&free(b)).then(b.cmp(&a)));
-        let chosen = best_on.or_else(|| {
-            (0..ns)
-                .filter(|&s| !on[s] && snap.servers[s].can_switch && fits(inst, s, &fill[s], v))
-                .max_by(|&a, &b| free(a).total_cmp(&free(b)).then(b.cmp(&a)))
-        });
-        let Some(s) = chosen else {
-            let vm = &snap.vms[v];
-            return Err(PlanError::infeasible(format!(
-                "greedy: vm {} ({} vCPUs, {} GiB) fits no server",
-                vm.id, vm.vcpus, vm.mem_gib
-            )));
+        let (s, was_off) = match first_fit(&on_by_free) {
+            Some(s) => (s, false),
+            None => match first_fit(&off_by_free) {
+                Some(s) => (s, true),
+                None => {
+                    let vm = &snap.vms[v];
+                    return Err(PlanError::infeasible(format!(
+                        "the greedy baseline cannot place pending vm {} ({} vCPUs, {} GiB): it fits no server \
+                         beside the VMs already there, and the baseline never migrates",
+                        vm.id, vm.vcpus, vm.mem_gib
+                    )));
+                }
+            },
         };
+        let old = key(&fill, s);
+        if was_off {
+            off_by_free.remove(&old);
+        } else {
+            on_by_free.remove(&old);
+        }
         on[s] = true;
         add(inst, &mut fill[s], v);
         host[v] = s;
+        on_by_free.insert(key(&fill, s));
     }
 
-    // Batch work: as soon as possible, earliest deadline first per server.
+    // Batch work: as soon as possible, at full speed, per server.
     let mut batch_cores: Vec<Vec<f64>> = (0..nv)
         .map(|v| {
             if inst.is_batch(v) {
@@ -124,34 +200,124 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     for v in (0..nv).filter(|&v| inst.is_batch(v)) {
         by_server[host[v]].push(v);
     }
-    let step_h = inst.step_h();
     for (s, vms) in by_server.iter_mut().enumerate() {
-        if vms.is_empty() {
-            continue;
-        }
-        vms.sort_by(|&a, &b| {
-            snap.vms[a]
-                .deadline
-                .cmp(&snap.vms[b].deadline)
-                .then(snap.vms[a].id.cmp(&snap.vms[b].id))
-        });
-        let cores = f64::from(snap.servers[s].cores);
-        let cap = inst.u_max[s].unwrap_or(0.0) * cores;
-        let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
-        for t in 0..nt {
-            let mut headroom = (cap - fill[s].fixed_cores).max(0.0);
-            for (k, &v) in vms.iter().enumerate() {
-                let want = (left[k] / step_h).min(f64::from(snap.vms[v].vcpus));
-                let grant = want.min(headroom).max(0.0);
-                batch_cores[v][t] = grant;
-                headroom -= grant;
-                left[k] -= grant * step_h;
-            }
+        if !vms.is_empty() {
+            let cap = fill[s].cap_cores.unwrap_or(0.0);
+            run_batch(inst, vms, cap - fill[s].fixed_cores, &mut batch_cores);
         }
     }
-    Ok(Decisions {
+    let d = Decisions {
         host,
         on,
         batch_cores,
-    })
+    };
+    let ev = evaluate(inst, &d);
+    if !ev.is_feasible() {
+        return Err(PlanError::infeasible(format!(
+            "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
+             cannot meet: {}",
+            ev.violations.join("; ")
+        )));
+    }
+    Ok(d)
+}
+
+/// Schedule the batch VMs `vms` of one server as soon as possible. Each
+/// step, the cores the temperature limit leaves beside the interactive load
+/// (`batch_room`) are shared as a batch system with guaranteed shares
+/// does: first every VM gets the pace that finishes its required work by its
+/// deadline (remaining work spread over its remaining steps), then what is
+/// left goes earliest deadline first, each VM up to full speed (all its
+/// vCPUs) until its remaining work is done. Nothing is held back: the only
+/// slowing is the temperature limit's.
+fn run_batch(
+    inst: &Instance<'_>,
+    vms: &mut [usize],
+    batch_room: f64,
+    batch_cores: &mut [Vec<f64>],
+) {
+    let snap = inst.snap;
+    vms.sort_by(|&a, &b| {
+        snap.vms[a]
+            .deadline
+            .cmp(&snap.vms[b].deadline)
+            .then(snap.vms[a].id.cmp(&snap.vms[b].id))
+    });
+    let step_h = inst.step_h();
+    let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
+    let mut left_required: Vec<f64> = vms.iter().map(|&v| inst.batch_min_core_h[v]).collect();
+    let mut grant = vec![0.0; vms.len()];
+    for t in 0..inst.steps() {
+        let mut headroom = batch_room.max(0.0);
+        let full_speed =
+            |k: usize, v: usize, left: &[f64]| (left[k] / step_h).min(f64::from(snap.vms[v].vcpus));
+        for (k, &v) in vms.iter().enumerate() {
+            let steps_left = inst.batch_steps[v].saturating_sub(t);
+            let pace = if steps_left == 0 {
+                0.0
+            } else {
+                left_required[k] / (steps_left as f64 * step_h)
+            };
+            grant[k] = pace.min(full_speed(k, v, &left)).min(headroom).max(0.0);
+            headroom -= grant[k];
+        }
+        for (k, &v) in vms.iter().enumerate() {
+            let more = (full_speed(k, v, &left) - grant[k]).min(headroom).max(0.0);
+            grant[k] += more;
+            headroom -= more;
+        }
+        for (k, &v) in vms.iter().enumerate() {
+            batch_cores[v][t] = grant[k];
+            left[k] -= grant[k] * step_h;
+            if t < inst.batch_steps[v] {
+                left_required[k] = (left_required[k] - grant[k] * step_h).max(0.0);
+            }
+        }
+    }
+}
+
+/// The baseline keeps every VM where it is: a server whose current VMs
+/// break a rule stays broken. Say so, naming the server and the numbers.
+fn check_current_hosts(inst: &Instance<'_>, on: &[bool], fill: &[Fill]) -> Result<(), PlanError> {
+    let snap = inst.snap;
+    for (s, f) in fill.iter().enumerate() {
+        if f.vcpus == 0.0 {
+            continue;
+        }
+        let srv = &snap.servers[s];
+        let cores = f64::from(srv.cores);
+        let why = if !on[s] {
+            "it hosts VMs but is off".to_string()
+        } else if f.vcpus > cores * snap.policy.cpu_overcommit + EPS {
+            format!(
+                "its VMs have {} vCPUs, more than {} cores × overcommit {}",
+                f.vcpus, srv.cores, snap.policy.cpu_overcommit
+            )
+        } else if f.mem > srv.mem_gib + EPS {
+            format!(
+                "its VMs need {:.2} GiB (after image sharing), more than its {} GiB",
+                f.mem, srv.mem_gib
+            )
+        } else {
+            match inst.u_max[s] {
+                None => format!(
+                    "it hosts VMs but its idle power {} W already breaks its temperature limit {} °C",
+                    inst.curve[s].idle_w(),
+                    srv.temp_limit_c
+                ),
+                Some(u) if f.fixed_cores > u * cores + EPS => format!(
+                    "its interactive VMs run {:.2} cores, more than the {:.2} it can run under its temperature limit {} °C",
+                    f.fixed_cores,
+                    u * cores,
+                    srv.temp_limit_c
+                ),
+                Some(_) => continue,
+            }
+        };
+        return Err(PlanError::infeasible(format!(
+            "the greedy baseline cannot meet the rules on server {}: {why}, and the baseline never migrates",
+            srv.id
+        )));
+    }
+    Ok(())
 }

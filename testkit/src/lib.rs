@@ -157,6 +157,208 @@ pub fn python_server(script: &Path, args: &[&str], port: u16) -> io::Result<Chil
     Ok(guard)
 }
 
+/// A plain-HTTP request to a test server: `(status, body)`. Non-2xx
+/// statuses are returned, not errors; transport failures are errors.
+pub fn http(method: &str, url: &str, body: Option<&str>) -> io::Result<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let to_io = |e: ureq::Error| io::Error::other(format!("{method} {url}: {e}"));
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(url).call().map_err(to_io)?,
+        ("DELETE", _) => agent.delete(url).call().map_err(to_io)?,
+        ("POST", b) => agent.post(url).send(b.unwrap_or("")).map_err(to_io)?,
+        ("PUT", b) => agent.put(url).send(b.unwrap_or("")).map_err(to_io)?,
+        _ => return Err(io::Error::other(format!("unsupported method {method}"))),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(to_io)?;
+    Ok((status, text))
+}
+
+/// Percent-encode a query-string value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// An InfluxDB 1.x server (Debian `influxdb`, `/usr/bin/influxd`) on free
+/// loopback ports, data in a temporary directory; stopped when dropped.
+/// Answers InfluxQL on `/query` and accepts line protocol on `/write`.
+#[derive(Debug)]
+pub struct Influxd {
+    http_port: u16,
+    guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    /// Start a server.
+    pub fn start() -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (http_port, rpc_port) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = dir.path().join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [http]\n  enabled = true\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+                 [ifql]\n  enabled = false\n\
+                 [logging]\n  level = \"warn\"\n"
+            ),
+        )?;
+        let guard = ChildGuard::spawn(
+            Command::new("influxd")
+                .arg("-config")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        wait_for_port(http_port, Duration::from_secs(30))?;
+        Ok(Self {
+            http_port,
+            guard,
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The server process (for fault tests).
+    pub fn process(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+}
+
+/// A VictoriaMetrics single-node server (Debian `victoria-metrics`) on a free
+/// loopback port; accepts InfluxDB line protocol on `/api/v2/write` and
+/// `/write`; stopped when dropped.
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    port: u16,
+    guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    /// Start a server.
+    pub fn start() -> io::Result<Self> {
+        Self::start_on(free_port())
+    }
+
+    /// Start a server on `port` (to bring one back after a stop).
+    pub fn start_on(port: u16) -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let guard = ChildGuard::spawn(
+            Command::new("victoria-metrics")
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!("-storageDataPath={}", dir.path().display()))
+                .arg("-retentionPeriod=100y")
+                .arg("-search.latencyOffset=0s")
+                .arg("-loggerLevel=ERROR")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        wait_for_port(port, Duration::from_secs(30))?;
+        Ok(Self {
+            port,
+            guard,
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop the server (as in a database-down test).
+    pub fn stop(mut self) -> u16 {
+        self.guard.kill();
+        self.port
+    }
+}
+
+/// A Prometheus server (Debian `prometheus`) on a free loopback port that
+/// scrapes `targets` (host:port) every `interval_s`; stopped when dropped.
+#[derive(Debug)]
+pub struct Prometheus {
+    port: u16,
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Start a server scraping `targets` at `/metrics`.
+    pub fn start(job: &str, targets: &[String], interval_s: u32) -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = dir.path().join("prometheus.yml");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            &conf,
+            format!(
+                "global:\n  scrape_interval: {interval_s}s\n  scrape_timeout: {interval_s}s\n\
+                 scrape_configs:\n  - job_name: '{job}'\n    static_configs:\n      - targets: [{list}]\n"
+            ),
+        )?;
+        let guard = ChildGuard::spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", conf.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg("--log.level=error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        wait_for_port(port, Duration::from_secs(30))?;
+        Ok(Self {
+            port,
+            _guard: guard,
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,103 @@
+//! Phoenix's optimiser: a plan for the reference model of DESIGN.md §2 with
+//! a proven lower bound beside it.
+//!
+//! How it works (docs/scheduler.md, "Optimiser", says why):
+//! 1. `state::State` starts from the current placement (warm start:
+//!    migrations cost and are budgeted) and keeps the exact cost of the
+//!    decisions as they change, with an undo journal.
+//! 2. `batch` schedules each server's batch work exactly as a min-cost flow
+//!    over the convex envelope of the step costs (electricity minus the heat
+//!    it adds to the loop while the loop still needs heat).
+//! 3. `search` repairs servers that break a rule, places pending VMs where
+//!    they add least, then improves by switching servers off (after moving
+//!    their VMs away) or on, relocating and swapping VMs — every move priced
+//!    exactly and kept only if it lowers the cost; small sites then get a
+//!    few rounds of iterated local search (seeded kicks, so deterministic).
+//! 4. [`bound`] solves an LP relaxation over aggregated server classes whose
+//!    optimum is provably no higher than the optimal cost.
+//!
+//! Deterministic: indices in fixed order, no hash-map iteration, no threads.
+//! With a deadline the search stops early and returns the best feasible plan.
+
+mod batch;
+pub mod bound;
+mod search;
+mod state;
+
+use std::time::Instant;
+
+use crate::error::PlanError;
+use crate::evaluate::{evaluate, Decisions};
+use crate::instance::Instance;
+
+use state::{Ctx, State, UNPLACED};
+
+/// Kicks of the iterated local search on small sites.
+const ILS_ITERATIONS: usize = 20;
+
+/// Name reported in plans.
+pub const NAME: &str = "optimizer";
+
+/// What the optimiser returns.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decisions (feasible under the model).
+    pub decisions: Decisions,
+    /// A proven lower bound on the optimal cost, when known.
+    pub lower_bound: Option<f64>,
+}
+
+/// Decide a plan, stopping by `deadline` if given.
+///
+/// A feasible plan is built first (repair, then placement of pending VMs);
+/// the improvement moves run until none helps or the deadline passes. The
+/// lower bound is computed last when time remains.
+pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome, PlanError> {
+    let ctx = Ctx::new(inst);
+    let mut st = State::new(&ctx);
+    search::repair(&ctx, &mut st)?;
+    search::place_pending(&ctx, &mut st)?;
+    let budget = search::Budget { deadline };
+    search::improve(&ctx, &mut st, &budget);
+    search::iterated(&ctx, &mut st, &budget, ILS_ITERATIONS);
+    let mut decisions = to_decisions(&ctx, &st)?;
+    let mut ev = evaluate(inst, &decisions);
+    // Safeguard: never return more than the baseline would cost when the
+    // baseline's plan is feasible (it almost never wins; see the tests).
+    if let Ok(g) = crate::greedy::decide(inst) {
+        let gev = evaluate(inst, &g);
+        if gev.is_feasible() && gev.objective.cost < ev.objective.cost {
+            decisions = g;
+            ev = gev;
+        }
+    }
+    if !ev.is_feasible() {
+        return Err(PlanError::Solver(format!(
+            "optimizer built a plan that breaks the model: {}",
+            ev.violations.join("; ")
+        )));
+    }
+    let lower_bound = if budget.expired() {
+        None
+    } else {
+        bound::lower_bound(inst)
+    };
+    Ok(Outcome {
+        decisions,
+        lower_bound,
+    })
+}
+
+fn to_decisions(ctx: &Ctx<'_>, st: &State) -> Result<Decisions, PlanError> {
+    if let Some(v) = st.host.iter().position(|&h| h == UNPLACED) {
+        return Err(PlanError::Solver(format!(
+            "optimizer left vm {} unplaced",
+            ctx.inst.snap.vms[v].id
+        )));
+    }
+    Ok(Decisions {
+        host: st.host.clone(),
+        on: st.on.clone(),
+        batch_cores: st.cores.clone(),
+    })
+}

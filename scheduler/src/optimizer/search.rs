@@ -1,0 +1,544 @@
+//! Construction and local search over the decisions, every move priced by
+//! its exact change of cost (energy, heat, migrations, switches) and kept
+//! only when it lowers it.
+//!
+//! Moves, in the order they pay on real sites:
+//! - **repair**: servers whose current load breaks a rule (temperature, batch
+//!   deadlines) shed VMs first;
+//! - **place** pending VMs where they add the least cost;
+//! - **switch off** a server after moving its VMs away (within the migration
+//!   budget), and **switch on** an off server when that pays (heat worth more
+//!   than its power, or room for consolidation on small sites);
+//! - **relocate** one VM, **swap** two (small sites);
+//! - **re-plan** batch work on every server when its loop's heat changed.
+
+use std::time::Instant;
+
+use crate::error::PlanError;
+
+use super::state::{Ctx, Mark, State, UNPLACED};
+
+/// Sites up to this many servers get the exhaustive neighbourhoods.
+const SMALL_SERVERS: usize = 60;
+/// Targets tried exactly per VM on larger sites (best by estimate).
+const LARGE_TARGETS: usize = 6;
+
+/// Search settings and the clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub deadline: Option<Instant>,
+}
+
+impl Budget {
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+fn improved(st: &State, m: Mark) -> bool {
+    st.cost < m.cost - 1e-9 * (1.0 + m.cost.abs())
+}
+
+/// Keep the changes since `m` if they lowered the cost and `ok`; else undo.
+fn settle(ctx: &Ctx<'_>, st: &mut State, m: Mark, ok: bool) -> bool {
+    if ok && improved(st, m) {
+        st.commit(m);
+        true
+    } else {
+        st.rollback(ctx, m);
+        false
+    }
+}
+
+/// Move `v` to `to` and re-plan both servers, keeping their batch
+/// schedules where those still fit (an exact price without a flow); false
+/// (and undone) when a rule would break.
+fn relocate(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
+    let from = st.host[v];
+    if from == to || !st.fits(ctx, to, v) {
+        return false;
+    }
+    let m = st.mark();
+    st.move_vm(ctx, v, to);
+    let ok = (from == UNPLACED || st.replan_kept(ctx, from)) && st.replan_kept(ctx, to);
+    if !ok {
+        st.rollback(ctx, m);
+    }
+    ok
+}
+
+/// Servers that are on and may take `v`, best estimate first; `limit`
+/// of them (all when `None`). On large sites only the servers with the
+/// lowest marginal watts per core (a few times `limit`) are estimated.
+fn targets(ctx: &Ctx<'_>, st: &State, v: usize, limit: Option<usize>) -> Vec<usize> {
+    let from = st.host[v];
+    let fits = |s: usize| s != from && st.on[s] && st.fits(ctx, s, v);
+    let pool: Vec<usize> = match limit {
+        None => (0..ctx.ns).filter(|&s| fits(s)).collect(),
+        Some(k) => st
+            .pool
+            .iter()
+            .copied()
+            .filter(|&s| fits(s))
+            .take(4 * k)
+            .collect(),
+    };
+    let mut c: Vec<(f64, usize)> = pool
+        .into_iter()
+        .map(|s| (st.add_estimate(ctx, s, v), s))
+        .collect();
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    if let Some(k) = limit {
+        c.truncate(k);
+    }
+    c.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Refresh the pool of cheap targets (large sites).
+fn refresh_pool(ctx: &Ctx<'_>, st: &mut State) {
+    if target_limit(ctx).is_some() {
+        st.pool = cheap_servers(ctx, st);
+    }
+}
+
+/// On servers by marginal watts per core at their mean load, cheapest first.
+fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<usize> {
+    let mut c: Vec<(f64, usize)> = (0..ctx.ns)
+        .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
+        .map(|s| {
+            let mean = st.power[s].iter().sum::<f64>() / ctx.nt as f64;
+            let curve = ctx.curve(s);
+            let u = (0..=100)
+                .map(|i| i as f64 / 100.0)
+                .find(|&u| curve.power_w(u) >= mean)
+                .unwrap_or(1.0);
+            let step = 1.0 / ctx.cores[s];
+            let room = ctx.cap_cores[s] / ctx.cores[s] - u;
+            let slope = (curve.power_w(u + step) - curve.power_w(u)).max(0.0);
+            (if room < step { f64::INFINITY } else { slope }, s)
+        })
+        .collect();
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    c.into_iter().map(|(_, s)| s).collect()
+}
+
+fn target_limit(ctx: &Ctx<'_>) -> Option<usize> {
+    (ctx.ns > SMALL_SERVERS).then_some(LARGE_TARGETS)
+}
+
+/// Plan every server; shed VMs from those whose load breaks a rule.
+pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
+    let snap = ctx.inst.snap;
+    for s in 0..ctx.ns {
+        st.replan(ctx, s);
+    }
+    refresh_pool(ctx, st);
+    for s in 0..ctx.ns {
+        if capacity_ok(ctx, st, s) && st.replan(ctx, s) {
+            continue;
+        }
+        // Shed batch VMs first (most work), then the heaviest interactive ones.
+        let mut vms = st.vms_on[s].clone();
+        vms.sort_by(|&a, &b| {
+            let w = |v: usize| {
+                ctx.jobs[v]
+                    .as_ref()
+                    .map_or(ctx.inst.vm_fixed_cores[v], |j| 1e9 + j.min)
+            };
+            w(b).total_cmp(&w(a)).then(a.cmp(&b))
+        });
+        let mut fixed = false;
+        for v in vms {
+            if !ctx.movable[v] {
+                continue;
+            }
+            let mut moved = false;
+            for limit in [target_limit(ctx), None] {
+                for to in targets(ctx, st, v, limit) {
+                    let m = st.mark();
+                    st.move_vm(ctx, v, to);
+                    if st.replan(ctx, to) {
+                        st.commit(m);
+                        moved = true;
+                        break;
+                    }
+                    st.rollback(ctx, m);
+                }
+                if moved || limit.is_none() {
+                    break;
+                }
+            }
+            if moved && capacity_ok(ctx, st, s) && st.replan(ctx, s) {
+                fixed = true;
+                break;
+            }
+        }
+        if !fixed && st.vms_on[s].is_empty() && ctx.can_switch(s) && st.on[s] {
+            st.set_on(ctx, s, false);
+            fixed = st.replan(ctx, s);
+        }
+        if !fixed {
+            return Err(PlanError::infeasible(format!(
+                "server {}: its VMs do not fit its capacity, memory or temperature limit \
+                 or meet their deadlines there, and they cannot be moved within the \
+                 migration budget",
+                snap.servers[s].id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Place pending VMs, largest first, where they add the least cost; switch a
+/// server on only when no server that is on can take one.
+pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
+    let snap = ctx.inst.snap;
+    let mut pending: Vec<usize> = (0..ctx.nv).filter(|&v| st.host[v] == UNPLACED).collect();
+    pending.sort_by(|&a, &b| {
+        ctx.vcpus(b)
+            .total_cmp(&ctx.vcpus(a))
+            .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
+            .then(a.cmp(&b))
+    });
+    refresh_pool(ctx, st);
+    for (i, v) in pending.into_iter().enumerate() {
+        if i % 64 == 63 {
+            refresh_pool(ctx, st);
+        }
+        if targets(ctx, st, v, target_limit(ctx))
+            .into_iter()
+            .any(|to| relocate(ctx, st, v, to))
+            || (target_limit(ctx).is_some()
+                && targets(ctx, st, v, None)
+                    .into_iter()
+                    .any(|to| relocate(ctx, st, v, to)))
+        {
+            continue;
+        }
+        // Switch on the off server where it costs least.
+        let mut off: Vec<(f64, usize)> = (0..ctx.ns)
+            .filter(|&s| !st.on[s] && ctx.can_switch(s) && ctx.cap_cores[s] >= 0.0)
+            .map(|s| {
+                let idle = ctx.curve(s).idle_w() - ctx.off_w(s);
+                (idle * ctx.energy_w.iter().sum::<f64>(), s)
+            })
+            .collect();
+        off.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let placed = off.into_iter().any(|(_, s)| {
+            let m = st.mark();
+            st.set_on(ctx, s, true);
+            let ok = st.replan(ctx, s) && relocate(ctx, st, v, s);
+            if ok {
+                st.commit(m);
+            } else {
+                st.rollback(ctx, m);
+            }
+            ok
+        });
+        if !placed {
+            let vm = &snap.vms[v];
+            return Err(PlanError::infeasible(format!(
+                "vm {} ({} vCPUs, {} GiB) fits no server",
+                vm.id, vm.vcpus, vm.mem_gib
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Re-plan every server's batch work against the current heat of its loop.
+fn replan_all(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
+    let mut any = false;
+    for s in 0..ctx.ns {
+        if budget.expired() {
+            break;
+        }
+        if st.on[s] && st.vms_on[s].iter().any(|&v| ctx.jobs[v].is_some()) {
+            let m = st.mark();
+            let ok = st.replan(ctx, s);
+            any |= settle(ctx, st, m, ok);
+        }
+    }
+    any
+}
+
+/// Try to empty server `s` and switch it off.
+fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize) -> bool {
+    if !st.on[s] || !ctx.can_switch(s) {
+        return false;
+    }
+    let mut vms = st.vms_on[s].clone();
+    if vms
+        .iter()
+        .any(|&v| !ctx.movable[v] && ctx.inst.vm_host[v] == Some(s))
+    {
+        return false;
+    }
+    let need = vms
+        .iter()
+        .filter(|&&v| ctx.inst.vm_host[v] == Some(s))
+        .count();
+    if st.migrations + need > ctx.inst.snap.policy.max_migrations {
+        return false;
+    }
+    vms.sort_by(|&a, &b| {
+        ctx.vcpus(b)
+            .total_cmp(&ctx.vcpus(a))
+            .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
+            .then(a.cmp(&b))
+    });
+    let m = st.mark();
+    // Until it is off, the server must not receive anything: mark it off for
+    // target selection by switching it off first (it is re-planned last).
+    st.set_on(ctx, s, false);
+    let limit = target_limit(ctx);
+    for v in vms {
+        let ok = targets(ctx, st, v, limit)
+            .into_iter()
+            .any(|to| move_off(ctx, st, v, to));
+        if !ok {
+            st.rollback(ctx, m);
+            return false;
+        }
+    }
+    let ok = st.replan(ctx, s);
+    settle(ctx, st, m, ok)
+}
+
+/// Move `v` from a server being emptied (already marked off) to `to`.
+fn move_off(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
+    let m = st.mark();
+    st.move_vm(ctx, v, to);
+    if st.replan_kept(ctx, to) {
+        st.commit(m);
+        true
+    } else {
+        st.rollback(ctx, m);
+        false
+    }
+}
+
+/// Switch off servers where that pays, cheapest evacuations first.
+fn switch_off_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
+    let mut cand: Vec<(f64, usize)> = (0..ctx.ns)
+        .filter(|&s| st.on[s] && ctx.can_switch(s))
+        .map(|s| {
+            // Savings per VM to move: idle cost over the horizon.
+            let idle: f64 = (0..ctx.nt)
+                .map(|t| ctx.energy_w[t] * (ctx.curve(s).idle_w() - ctx.off_w(s)))
+                .sum();
+            let n = st.vms_on[s].len() as f64;
+            (-(idle / (1.0 + n)), s)
+        })
+        .collect();
+    cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    refresh_pool(ctx, st);
+    let mut any = false;
+    for (_, s) in cand {
+        if budget.expired() {
+            break;
+        }
+        any |= try_switch_off(ctx, st, s);
+    }
+    any
+}
+
+/// Switch on empty off servers when their heat is worth more than their power.
+fn switch_on_empty_pass(ctx: &Ctx<'_>, st: &mut State) -> bool {
+    let mut any = false;
+    for s in 0..ctx.ns {
+        if st.on[s] || !ctx.can_switch(s) || ctx.cap_cores[s] < 0.0 {
+            continue;
+        }
+        let m = st.mark();
+        st.set_on(ctx, s, true);
+        let ok = st.replan(ctx, s);
+        any |= settle(ctx, st, m, ok);
+    }
+    any
+}
+
+/// Best single move of each VM, first improvement per VM.
+fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
+    let mut any = false;
+    let limit = target_limit(ctx);
+    refresh_pool(ctx, st);
+    for v in 0..ctx.nv {
+        if budget.expired() {
+            break;
+        }
+        if v % 256 == 255 {
+            refresh_pool(ctx, st);
+        }
+        if !ctx.movable[v] && ctx.inst.vm_host[v].is_some() {
+            continue;
+        }
+        // Large sites: only VMs that move for free (pending ones); a placed
+        // VM's move rarely repays its migration and costs time.
+        if limit.is_some() && ctx.inst.vm_host[v].is_some() {
+            continue;
+        }
+        let mut best: Option<(f64, usize)> = None;
+        for to in targets(ctx, st, v, limit) {
+            let m = st.mark();
+            if relocate(ctx, st, v, to) && improved(st, m) && best.is_none_or(|(c, _)| st.cost < c)
+            {
+                best = Some((st.cost, to));
+            }
+            st.rollback(ctx, m);
+        }
+        if let Some((_, to)) = best {
+            let from = st.host[v];
+            let m = st.mark();
+            let ok = relocate(ctx, st, v, to);
+            if settle(ctx, st, m, ok) {
+                any = true;
+                // Then re-solve both servers' batch work where that helps.
+                for s in [from, to] {
+                    if s != UNPLACED && st.vms_on[s].iter().any(|&w| ctx.jobs[w].is_some()) {
+                        let m = st.mark();
+                        let ok = st.replan(ctx, s);
+                        settle(ctx, st, m, ok);
+                    }
+                }
+            }
+        }
+    }
+    any
+}
+
+/// Exchange two VMs on different servers (small sites).
+fn swap_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
+    let mut any = false;
+    for a in 0..ctx.nv {
+        for b in a + 1..ctx.nv {
+            if budget.expired() {
+                return any;
+            }
+            let (sa, sb) = (st.host[a], st.host[b]);
+            if sa == sb {
+                continue;
+            }
+            let m = st.mark();
+            st.move_vm(ctx, a, sb);
+            st.move_vm(ctx, b, sa);
+            let ok = st.migrations <= ctx.inst.snap.policy.max_migrations
+                && ctx.may_host(a, sb)
+                && ctx.may_host(b, sa)
+                && capacity_ok(ctx, st, sa)
+                && capacity_ok(ctx, st, sb)
+                && st.replan(ctx, sa)
+                && st.replan(ctx, sb);
+            any |= settle(ctx, st, m, ok);
+        }
+    }
+    any
+}
+
+/// vCPU, memory and fixed-load limits of `s` as it is now.
+fn capacity_ok(ctx: &Ctx<'_>, st: &State, s: usize) -> bool {
+    let tol = |x: f64| crate::instance::EPS * (1.0 + x);
+    st.vcpus[s] <= ctx.vcpu_cap[s] + tol(ctx.vcpu_cap[s])
+        && st.mem[s] <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
+}
+
+/// Switch on an off server and let the other moves fill it (small sites):
+/// a perturbation that reaches consolidations one move cannot.
+fn switch_on_fill_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
+    let mut any = false;
+    for s in 0..ctx.ns {
+        if budget.expired() {
+            break;
+        }
+        if st.on[s] || !ctx.can_switch(s) || ctx.cap_cores[s] < 0.0 {
+            continue;
+        }
+        let m = st.mark();
+        st.set_on(ctx, s, true);
+        let mut ok = st.replan(ctx, s);
+        if ok {
+            for _ in 0..3 {
+                let moved = relocate_pass(ctx, st, budget);
+                let off = switch_off_pass(ctx, st, budget);
+                if !(moved || off) {
+                    break;
+                }
+            }
+            ok = st.on[s];
+        }
+        any |= settle(ctx, st, m, ok);
+    }
+    any
+}
+
+/// Improve until no move helps or time is up.
+pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
+    let small = ctx.ns <= SMALL_SERVERS;
+    // Large sites: one round (a second one gains about 0.1 % of the cost and
+    // costs a quarter of the 2 s budget at 1,000 servers).
+    let rounds = match ctx.ns {
+        n if n <= SMALL_SERVERS => 50,
+        n if n <= 300 => 5,
+        _ => 1,
+    };
+    for _round in 0..rounds {
+        if budget.expired() {
+            return;
+        }
+        let mut any = replan_all(ctx, st, budget);
+        any |= switch_off_pass(ctx, st, budget);
+        any |= switch_on_empty_pass(ctx, st);
+        any |= relocate_pass(ctx, st, budget);
+        if small {
+            any |= swap_pass(ctx, st, budget);
+            if !any {
+                any |= switch_on_fill_pass(ctx, st, budget);
+            }
+        }
+        if !any {
+            return;
+        }
+    }
+}
+
+/// Iterated local search on small sites: kick the plan (move a few VMs to
+/// random servers that take them, sometimes switching an off server on),
+/// improve, and keep the result only if it beats the incumbent. The kicks
+/// come from a generator seeded by the site's size, so runs repeat exactly.
+pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iterations: usize) {
+    use rand::{Rng, SeedableRng};
+    if ctx.ns > SMALL_SERVERS || ctx.nv == 0 {
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
+    for _ in 0..iterations {
+        if budget.expired() {
+            return;
+        }
+        let m = st.mark();
+        if rng.random_bool(0.3) {
+            let off: Vec<usize> = (0..ctx.ns)
+                .filter(|&s| !st.on[s] && ctx.can_switch(s) && ctx.cap_cores[s] >= 0.0)
+                .collect();
+            if !off.is_empty() {
+                let s = off[rng.random_range(0..off.len())];
+                st.set_on(ctx, s, true);
+                st.replan(ctx, s);
+            }
+        }
+        for _ in 0..rng.random_range(1..=3) {
+            let v = rng.random_range(0..ctx.nv);
+            let to = targets(ctx, st, v, None);
+            if !to.is_empty() {
+                let s = to[rng.random_range(0..to.len())];
+                relocate(ctx, st, v, s);
+            }
+        }
+        improve(ctx, st, budget);
+        if improved(st, m) {
+            st.commit(m);
+        } else {
+            st.rollback(ctx, m);
+        }
+    }
+}

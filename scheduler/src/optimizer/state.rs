@@ -1,0 +1,657 @@
+//! The optimiser's working state: the decisions plus the aggregates that make
+//! a change's exact cost cheap to compute (per-server load, memory after image
+//! sharing, power per step, heat recovered per loop and step), and an undo
+//! journal so a tentative move is tried, priced and rolled back in place.
+
+use crate::curve::PowerCurve;
+use crate::instance::{Instance, EPS};
+
+use super::batch::{self, BatchJob};
+
+/// Host of a VM that is not placed yet.
+pub(crate) const UNPLACED: usize = usize::MAX;
+
+/// What stays fixed while the optimiser works: prices per watt, loop limits,
+/// server capacities, batch jobs.
+#[derive(Debug)]
+pub(crate) struct Ctx<'i> {
+    pub inst: &'i Instance<'i>,
+    pub ns: usize,
+    pub nv: usize,
+    pub nt: usize,
+    /// Cost of drawing one watt during step t.
+    pub energy_w: Vec<f64>,
+    /// Per loop: value of one recovered watt delivered during one step.
+    pub heat_w: Vec<f64>,
+    /// Per loop and step: most heat the loop takes, W (min of demand and intake).
+    pub heat_cap_w: Vec<Vec<f64>>,
+    /// Cores of each server.
+    pub cores: Vec<f64>,
+    /// Most cores each server may use (temperature and `u ≤ 1`); negative
+    /// when the server may not be on at all.
+    pub cap_cores: Vec<f64>,
+    /// vCPUs each server may host (cores × overcommit).
+    pub vcpu_cap: Vec<f64>,
+    /// Recovery fraction of each server (0 without a loop).
+    pub recovery: Vec<f64>,
+    /// Batch job of each VM (core-steps), `None` for interactive VMs.
+    pub jobs: Vec<Option<BatchJob>>,
+    /// Whether each VM may leave its current host.
+    pub movable: Vec<bool>,
+}
+
+impl<'i> Ctx<'i> {
+    pub fn new(inst: &'i Instance<'i>) -> Self {
+        let snap = inst.snap;
+        let step_h = inst.step_h();
+        let nt = inst.steps();
+        let energy_w = snap
+            .electricity_price_per_kwh
+            .iter()
+            .map(|p| p * step_h / 1000.0)
+            .collect();
+        let heat_w = snap
+            .loops
+            .iter()
+            .map(|l| l.heat_value_per_kwh * step_h / 1000.0)
+            .collect();
+        let heat_cap_w = snap
+            .loops
+            .iter()
+            .map(|l| {
+                (0..nt)
+                    .map(|t| l.demand_kw[t].min(l.max_kw).max(0.0) * 1000.0)
+                    .collect()
+            })
+            .collect();
+        let cores: Vec<f64> = snap.servers.iter().map(|s| f64::from(s.cores)).collect();
+        let cap_cores = (0..inst.n_servers())
+            .map(|s| inst.u_max[s].map_or(-1.0, |u| u.min(1.0) * cores[s]))
+            .collect();
+        let vcpu_cap = cores
+            .iter()
+            .map(|c| c * snap.policy.cpu_overcommit)
+            .collect();
+        let recovery = (0..inst.n_servers())
+            .map(|s| {
+                if inst.server_loop[s].is_some() {
+                    snap.servers[s].recovery
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let jobs = (0..inst.n_vms())
+            .map(|v| {
+                inst.is_batch(v).then(|| {
+                    let window = inst.batch_steps[v];
+                    let counted = |w: f64| if window == 0 { 0.0 } else { w / step_h };
+                    BatchJob {
+                        cap: f64::from(snap.vms[v].vcpus),
+                        window,
+                        min: counted(inst.batch_min_core_h[v]),
+                        max: counted(inst.batch_max_core_h[v]),
+                    }
+                })
+            })
+            .collect();
+        let movable = snap.vms.iter().map(|v| v.migratable).collect();
+        Self {
+            inst,
+            ns: inst.n_servers(),
+            nv: inst.n_vms(),
+            nt,
+            energy_w,
+            heat_w,
+            heat_cap_w,
+            cores,
+            cap_cores,
+            vcpu_cap,
+            recovery,
+            jobs,
+            movable,
+        }
+    }
+
+    pub fn curve(&self, s: usize) -> &PowerCurve {
+        &self.inst.curve[s]
+    }
+
+    pub fn vcpus(&self, v: usize) -> f64 {
+        f64::from(self.inst.snap.vms[v].vcpus)
+    }
+
+    pub fn mem(&self, v: usize) -> f64 {
+        self.inst.snap.vms[v].mem_gib
+    }
+
+    pub fn can_switch(&self, s: usize) -> bool {
+        self.inst.snap.servers[s].can_switch
+    }
+
+    pub fn off_w(&self, s: usize) -> f64 {
+        self.inst.snap.servers[s].off_w
+    }
+
+    /// Whether placing `v` on `to` (from wherever it is) would be a migration.
+    pub fn is_migration(&self, v: usize, to: usize) -> bool {
+        self.inst.vm_host[v].is_some_and(|h| h != to)
+    }
+
+    /// Whether `v` may be put on `to` under the migration rules (budget aside).
+    pub fn may_host(&self, v: usize, to: usize) -> bool {
+        self.movable[v] || self.inst.vm_host[v].is_none_or(|h| h == to)
+    }
+}
+
+/// A server's new batch schedule and power.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerPlan {
+    pub power: Vec<f64>,
+    pub batch: Vec<(usize, Vec<f64>)>,
+}
+
+#[derive(Debug, Clone)]
+enum Undo {
+    Move { v: usize, from: usize },
+    Switch { s: usize },
+    Server { s: usize, old: ServerPlan },
+}
+
+/// Where to roll back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    len: usize,
+    pub cost: f64,
+}
+
+/// The decisions being improved, with their exact cost.
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub host: Vec<usize>,
+    pub on: Vec<bool>,
+    /// Batch cores per VM and step (empty for interactive VMs).
+    pub cores: Vec<Vec<f64>>,
+    pub vms_on: Vec<Vec<usize>>,
+    pub fixed: Vec<f64>,
+    pub vcpus: Vec<f64>,
+    pub mem: Vec<f64>,
+    images: Vec<Vec<(usize, usize)>>,
+    pub power: Vec<Vec<f64>>,
+    /// Recovered heat per loop and step, W.
+    pub rec: Vec<Vec<f64>>,
+    pub migrations: usize,
+    /// Exact cost of the current decisions (DESIGN.md §2).
+    pub cost: f64,
+    /// Cheapest servers to try as targets on large sites (search's cache).
+    pub pool: Vec<usize>,
+    journal: Vec<Undo>,
+}
+
+impl State {
+    /// The current placement and on/off state, no batch work yet, pending
+    /// VMs unplaced. Servers hosting VMs are on.
+    pub fn new(ctx: &Ctx<'_>) -> Self {
+        let inst = ctx.inst;
+        let snap = inst.snap;
+        let mut st = Self {
+            host: vec![UNPLACED; ctx.nv],
+            on: snap.servers.iter().map(|s| s.on).collect(),
+            cores: (0..ctx.nv)
+                .map(|v| {
+                    if ctx.jobs[v].is_some() {
+                        vec![0.0; ctx.nt]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+            vms_on: vec![Vec::new(); ctx.ns],
+            fixed: vec![0.0; ctx.ns],
+            vcpus: vec![0.0; ctx.ns],
+            mem: vec![0.0; ctx.ns],
+            images: vec![Vec::new(); ctx.ns],
+            power: vec![vec![0.0; ctx.nt]; ctx.ns],
+            rec: vec![vec![0.0; ctx.nt]; snap.loops.len()],
+            migrations: 0,
+            cost: 0.0,
+            pool: Vec::new(),
+            journal: Vec::new(),
+        };
+        for v in 0..ctx.nv {
+            if let Some(s) = inst.vm_host[v] {
+                st.attach(ctx, v, s);
+                st.on[s] = true;
+            }
+        }
+        for s in 0..ctx.ns {
+            let p = if st.on[s] {
+                ctx.curve(s).power_w(st.fixed[s] / ctx.cores[s])
+            } else {
+                ctx.off_w(s)
+            };
+            st.power[s].fill(p);
+            if let Some(l) = inst.server_loop[s] {
+                for t in 0..ctx.nt {
+                    st.rec[l][t] += ctx.recovery[s] * p;
+                }
+            }
+        }
+        st.cost = st.full_cost(ctx);
+        st
+    }
+
+    /// Cost recomputed from scratch.
+    pub fn full_cost(&self, ctx: &Ctx<'_>) -> f64 {
+        let snap = ctx.inst.snap;
+        let mut cost = 0.0;
+        for s in 0..ctx.ns {
+            for t in 0..ctx.nt {
+                cost += ctx.energy_w[t] * self.power[s][t];
+            }
+        }
+        for (l, rec) in self.rec.iter().enumerate() {
+            for t in 0..ctx.nt {
+                cost -= ctx.heat_w[l] * rec[t].min(ctx.heat_cap_w[l][t]).max(0.0);
+            }
+        }
+        let switches = (0..ctx.ns)
+            .filter(|&s| self.on[s] != snap.servers[s].on)
+            .count();
+        cost + snap.policy.migration_cost * self.migrations as f64
+            + snap.policy.switch_cost * switches as f64
+    }
+
+    fn mem_need(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> f64 {
+        let m = ctx.mem(v);
+        match ctx.inst.vm_image[v] {
+            Some(i) if self.images[s].iter().any(|&(im, n)| im == i && n > 0) => {
+                m - ctx.inst.snap.images[i].shared_mem_gib
+            }
+            _ => m,
+        }
+    }
+
+    /// Whether `v` fits on `s` as it is now (capacity, memory, temperature
+    /// for its fixed load, migration rules, budget). `s` must be on.
+    pub fn fits(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> bool {
+        if !self.on[s] || ctx.cap_cores[s] < 0.0 || !ctx.may_host(v, s) {
+            return false;
+        }
+        let budget = ctx.inst.snap.policy.max_migrations;
+        let mig_after = self.migrations - usize::from(self.is_displaced(ctx, v))
+            + usize::from(ctx.is_migration(v, s));
+        let tol = |x: f64| EPS * (1.0 + x.abs());
+        mig_after <= budget
+            && self.vcpus[s] + ctx.vcpus(v) <= ctx.vcpu_cap[s] + tol(ctx.vcpu_cap[s])
+            && self.mem[s] + self.mem_need(ctx, s, v)
+                <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
+            && self.fixed[s] + ctx.inst.vm_fixed_cores[v] <= ctx.cap_cores[s] * (1.0 - 1e-9)
+            && self.batch_room_ok(ctx, s, v)
+    }
+
+    /// Necessary condition for the batch work on `s` plus `v`: the required
+    /// core-steps fit in the room the interactive load leaves.
+    fn batch_room_ok(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> bool {
+        let need_of = |w: usize| ctx.jobs[w].as_ref().map_or(0.0, |j| j.min);
+        let need: f64 = self.vms_on[s]
+            .iter()
+            .filter(|&&w| w != v)
+            .map(|&w| need_of(w))
+            .sum::<f64>()
+            + need_of(v);
+        let room = (ctx.cap_cores[s] - self.fixed[s] - ctx.inst.vm_fixed_cores[v]).max(0.0)
+            * ctx.nt as f64;
+        need <= room * (1.0 - 1e-9)
+    }
+
+    pub fn is_displaced(&self, ctx: &Ctx<'_>, v: usize) -> bool {
+        self.host[v] != UNPLACED && ctx.is_migration(v, self.host[v])
+    }
+
+    fn attach(&mut self, ctx: &Ctx<'_>, v: usize, s: usize) {
+        self.mem[s] += self.mem_need(ctx, s, v);
+        self.vcpus[s] += ctx.vcpus(v);
+        self.fixed[s] += ctx.inst.vm_fixed_cores[v];
+        if let Some(i) = ctx.inst.vm_image[v] {
+            match self.images[s].iter_mut().find(|(im, _)| *im == i) {
+                Some(e) => e.1 += 1,
+                None => self.images[s].push((i, 1)),
+            }
+        }
+        let pos = self.vms_on[s].partition_point(|&x| x < v);
+        self.vms_on[s].insert(pos, v);
+        self.host[v] = s;
+        if ctx.is_migration(v, s) {
+            self.migrations += 1;
+        }
+    }
+
+    fn detach(&mut self, ctx: &Ctx<'_>, v: usize) {
+        let s = self.host[v];
+        if s == UNPLACED {
+            return;
+        }
+        if ctx.is_migration(v, s) {
+            self.migrations -= 1;
+        }
+        if let Some(i) = ctx.inst.vm_image[v] {
+            if let Some(e) = self.images[s].iter_mut().find(|(im, _)| *im == i) {
+                e.1 -= 1;
+            }
+            self.images[s].retain(|&(_, n)| n > 0);
+        }
+        self.mem[s] -= self.mem_need(ctx, s, v);
+        self.vcpus[s] -= ctx.vcpus(v);
+        self.fixed[s] -= ctx.inst.vm_fixed_cores[v];
+        if let Ok(pos) = self.vms_on[s].binary_search(&v) {
+            self.vms_on[s].remove(pos);
+        }
+        self.host[v] = UNPLACED;
+        if self.vms_on[s].is_empty() {
+            // Clear rounding residue.
+            self.mem[s] = 0.0;
+            self.vcpus[s] = 0.0;
+            self.fixed[s] = 0.0;
+        }
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            len: self.journal.len(),
+            cost: self.cost,
+        }
+    }
+
+    /// Undo everything since `m`.
+    pub fn rollback(&mut self, ctx: &Ctx<'_>, m: Mark) {
+        while self.journal.len() > m.len {
+            match self.journal.pop() {
+                Some(Undo::Move { v, from }) => {
+                    self.detach(ctx, v);
+                    if from != UNPLACED {
+                        self.attach(ctx, v, from);
+                    }
+                }
+                Some(Undo::Switch { s }) => self.on[s] = !self.on[s],
+                Some(Undo::Server { s, old }) => {
+                    self.write_server(ctx, s, old);
+                }
+                None => break,
+            }
+        }
+        self.cost = m.cost;
+    }
+
+    /// Keep everything since `m`; forget the journal when nothing encloses it.
+    pub fn commit(&mut self, m: Mark) {
+        if m.len == 0 {
+            self.journal.clear();
+        }
+    }
+
+    /// Move `v` to `to` (aggregates and migration cost only; the servers'
+    /// power is updated by [`State::apply`]).
+    pub fn move_vm(&mut self, ctx: &Ctx<'_>, v: usize, to: usize) {
+        let from = self.host[v];
+        let before = self.migrations;
+        self.detach(ctx, v);
+        self.attach(ctx, v, to);
+        self.cost += ctx.inst.snap.policy.migration_cost * (self.migrations as f64 - before as f64);
+        self.journal.push(Undo::Move { v, from });
+    }
+
+    /// Switch `s` on or off (its power is updated by [`State::apply`]).
+    pub fn set_on(&mut self, ctx: &Ctx<'_>, s: usize, on: bool) {
+        if self.on[s] == on {
+            return;
+        }
+        let was = ctx.inst.snap.servers[s].on;
+        let sc = ctx.inst.snap.policy.switch_cost;
+        self.cost += if on == was { -sc } else { sc };
+        self.on[s] = on;
+        self.journal.push(Undo::Switch { s });
+    }
+
+    /// Exact change of energy cost minus heat value if server `s` drew `power`.
+    pub fn power_delta(&self, ctx: &Ctx<'_>, s: usize, power: &[f64]) -> f64 {
+        let mut d = 0.0;
+        for t in 0..ctx.nt {
+            d += ctx.energy_w[t] * (power[t] - self.power[s][t]);
+        }
+        if let Some(l) = ctx.inst.server_loop[s] {
+            let r = ctx.recovery[s];
+            for t in 0..ctx.nt {
+                let cap = ctx.heat_cap_w[l][t];
+                let old = self.rec[l][t];
+                let new = old + r * (power[t] - self.power[s][t]);
+                d -= ctx.heat_w[l] * (new.min(cap).max(0.0) - old.min(cap).max(0.0));
+            }
+        }
+        d
+    }
+
+    fn write_server(&mut self, ctx: &Ctx<'_>, s: usize, plan: ServerPlan) {
+        self.cost += self.power_delta(ctx, s, &plan.power);
+        if let Some(l) = ctx.inst.server_loop[s] {
+            let r = ctx.recovery[s];
+            for t in 0..ctx.nt {
+                self.rec[l][t] += r * (plan.power[t] - self.power[s][t]);
+            }
+        }
+        self.power[s] = plan.power;
+        for (v, c) in plan.batch {
+            self.cores[v] = c;
+        }
+    }
+
+    /// Install a server plan (journaled).
+    pub fn apply(&mut self, ctx: &Ctx<'_>, s: usize, plan: ServerPlan) {
+        let old = ServerPlan {
+            power: self.power[s].clone(),
+            batch: plan
+                .batch
+                .iter()
+                .map(|(v, _)| (*v, self.cores[*v].clone()))
+                .collect(),
+        };
+        self.journal.push(Undo::Server { s, old });
+        self.write_server(ctx, s, plan);
+    }
+
+    /// Plan server `s` as it is now: the best batch schedule for the VMs on
+    /// it (given what the other servers of its loop recover) and its power.
+    /// `None` when no schedule meets its rules.
+    pub fn plan(&self, ctx: &Ctx<'_>, s: usize) -> Option<ServerPlan> {
+        let nt = ctx.nt;
+        if !self.on[s] {
+            return self.vms_on[s].is_empty().then(|| ServerPlan {
+                power: vec![ctx.off_w(s); nt],
+                batch: Vec::new(),
+            });
+        }
+        let cap = ctx.cap_cores[s];
+        let fixed = self.fixed[s];
+        if cap < 0.0 || fixed > cap * (1.0 + 1e-9) + 1e-12 {
+            return None;
+        }
+        let c = ctx.cores[s];
+        let curve = ctx.curve(s);
+        let batch_vms: Vec<usize> = self.vms_on[s]
+            .iter()
+            .copied()
+            .filter(|&v| ctx.jobs[v].is_some())
+            .collect();
+        if batch_vms.is_empty() {
+            return Some(ServerPlan {
+                power: vec![curve.power_w(fixed / c); nt],
+                batch: Vec::new(),
+            });
+        }
+        let jobs: Vec<BatchJob> = batch_vms
+            .iter()
+            .filter_map(|&v| ctx.jobs[v].clone())
+            .collect();
+        let room = (cap * (1.0 - 1e-9) - fixed).max(0.0);
+        let top = room.min(jobs.iter().map(|j| j.cap).sum());
+        let lp = ctx.inst.server_loop[s];
+        let r = ctx.recovery[s];
+        let mut steps = Vec::with_capacity(nt);
+        for t in 0..nt {
+            let e = ctx.energy_w[t];
+            let (h, others, hcap) = match lp {
+                Some(l) if r > 0.0 => (
+                    ctx.heat_w[l],
+                    self.rec[l][t] - r * self.power[s][t],
+                    ctx.heat_cap_w[l][t],
+                ),
+                _ => (0.0, 0.0, 0.0),
+            };
+            let cost = |x: f64| {
+                let p = curve.power_w((fixed + x) / c);
+                e * p - h * (others + r * p).min(hcap).max(0.0)
+            };
+            let mut xs = vec![0.0, top];
+            for i in 1..10 {
+                let x = c * i as f64 / 10.0 - fixed;
+                if x > 0.0 && x < top {
+                    xs.push(x);
+                }
+            }
+            if h > 0.0 {
+                if let Some(u) = curve.max_util_within((hcap - others) / r) {
+                    let x = u * c - fixed;
+                    if x > 0.0 && x < top {
+                        xs.push(x);
+                    }
+                }
+            }
+            xs.sort_by(f64::total_cmp);
+            xs.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
+            let base = cost(0.0);
+            let pts: Vec<(f64, f64)> = xs.iter().map(|&x| (x, cost(x) - base)).collect();
+            steps.push(batch::convex_segments(&pts));
+        }
+        let cores = batch::schedule(&jobs, &steps)?;
+        let mut load = vec![fixed; nt];
+        for row in &cores {
+            for t in 0..nt {
+                load[t] += row[t];
+            }
+        }
+        Some(ServerPlan {
+            power: load
+                .iter()
+                .map(|&l| curve.power_w(l.min(cap) / c))
+                .collect(),
+            batch: batch_vms.into_iter().zip(cores).collect(),
+        })
+    }
+
+    /// Server `s` with its batch VMs keeping their current cores (a VM that
+    /// just arrived brings its schedule), when that still meets its rules:
+    /// an exact price for a tentative move without solving a flow.
+    pub fn plan_kept(&self, ctx: &Ctx<'_>, s: usize) -> Option<ServerPlan> {
+        if !self.on[s] {
+            return self.plan(ctx, s);
+        }
+        let cap = ctx.cap_cores[s];
+        if cap < 0.0 {
+            return None;
+        }
+        let mut load = vec![self.fixed[s]; ctx.nt];
+        for &v in &self.vms_on[s] {
+            if let Some(j) = &ctx.jobs[v] {
+                // A VM placed just now has no schedule yet.
+                let done: f64 = self.cores[v][..j.window.min(ctx.nt)].iter().sum();
+                if done < j.min * (1.0 - 1e-9) {
+                    return None;
+                }
+                for t in 0..ctx.nt {
+                    load[t] += self.cores[v][t];
+                }
+            }
+        }
+        if load.iter().any(|&l| l > cap * (1.0 - 1e-9)) {
+            return None;
+        }
+        let curve = ctx.curve(s);
+        Some(ServerPlan {
+            power: load
+                .iter()
+                .map(|&l| curve.power_w(l / ctx.cores[s]))
+                .collect(),
+            batch: Vec::new(),
+        })
+    }
+
+    /// Re-plan server `s` keeping batch schedules where they still fit, else
+    /// solving its flow; false (nothing changed) when no plan meets its rules.
+    pub fn replan_kept(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
+        match self.plan_kept(ctx, s) {
+            Some(p) => {
+                self.apply(ctx, s, p);
+                true
+            }
+            None => self.replan(ctx, s),
+        }
+    }
+
+    /// Re-plan server `s` and install the plan; false (nothing changed) when
+    /// no plan meets its rules.
+    pub fn replan(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
+        match self.plan(ctx, s) {
+            Some(p) => {
+                self.apply(ctx, s, p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Estimated cost of adding `v` to `s` without re-planning: the power its
+    /// load adds at each step, at the step's effective price.
+    pub fn add_estimate(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> f64 {
+        let c = ctx.cores[s];
+        let curve = ctx.curve(s);
+        let extra: Vec<f64> = match &ctx.jobs[v] {
+            None => vec![ctx.inst.vm_fixed_cores[v]; ctx.nt],
+            Some(j) => (0..ctx.nt)
+                .map(|t| {
+                    if t < j.window {
+                        (j.min / j.window as f64).min(j.cap)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+        };
+        let mut d = 0.0;
+        for t in 0..ctx.nt {
+            let base = self.load(ctx, s, t);
+            if base + extra[t] > ctx.cap_cores[s] {
+                // Batch work must shift to make room: rank such servers last.
+                d += 1e3;
+            }
+            let dp = curve.power_w((base + extra[t]) / c) - curve.power_w(base / c);
+            let mut price = ctx.energy_w[t];
+            if let Some(l) = ctx.inst.server_loop[s] {
+                if self.rec[l][t] < ctx.heat_cap_w[l][t] {
+                    price -= ctx.heat_w[l] * ctx.recovery[s];
+                }
+            }
+            d += price * dp;
+        }
+        d
+    }
+
+    /// Load of server `s` at step `t`, cores.
+    pub fn load(&self, ctx: &Ctx<'_>, s: usize, t: usize) -> f64 {
+        self.fixed[s]
+            + self.vms_on[s]
+                .iter()
+                .filter(|&&v| ctx.jobs[v].is_some())
+                .map(|&v| self.cores[v][t])
+                .sum::<f64>()
+    }
+}

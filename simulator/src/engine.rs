@@ -1,0 +1,1045 @@
+//! The closed loop: every control period, build a snapshot of the simulated
+//! site, plan it with the scheduler crate in-process, apply placements,
+//! on/off and batch cores; run the physics at the physics step in between.
+//!
+//! Batch deadlines (the planner refuses snapshots no plan can meet): before
+//! each plan, a job whose remaining work no longer fits before its deadline
+//! at full speed (in whole control periods, as the planner counts them) is
+//! counted as a deadline miss at once, and is re-planned with an effective
+//! deadline: now + the periods it needs at full speed + one. A job still
+//! running when its deadline passes is counted then. When the planner still
+//! fails (its packing cannot serve a job in time, e.g. under thermal caps),
+//! the snapshot is planned again with every batch deadline relaxed for this
+//! plan only (at least four horizons away), then without the pending VMs
+//! (they wait a period); when all fail, the previous placement and on/off
+//! states are kept and batch work runs as soon as possible where it is.
+//! Each case is counted (`plan_failures`, `plans_kept`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use scheduler::model::{HeatLoop, Plan, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
+use scheduler::{SolveOptions, SolverKind};
+use tracing::{debug, warn};
+
+use crate::error::SimError;
+use crate::physics::server::{PeriodInput, ServerBank};
+use crate::scenario::{Scenario, SchedulerKind};
+use crate::series::{ConsumerRow, LoopRow, PlanRow, Row, Series, ServerRow};
+use crate::site::{Demand, Site};
+use crate::summary::{Summary, Timing};
+use crate::workload::{self, Job};
+
+const EPS: f64 = 1e-6;
+
+/// Progress of a run, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Control periods done.
+    pub done: u64,
+    /// Control periods in the run.
+    pub total: u64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Totals and metrics.
+    pub summary: Summary,
+    /// Time series.
+    pub series: Series,
+    /// Where the wall time went.
+    pub timing: Timing,
+    /// Server ids, by index (for per-server series).
+    pub server_ids: Vec<String>,
+    /// Group name of each server.
+    pub server_groups: Vec<String>,
+    /// Loop id of each server, if any.
+    pub server_loops: Vec<Option<String>>,
+    /// Loop ids.
+    pub loop_ids: Vec<String>,
+    /// Consumer ids.
+    pub consumer_ids: Vec<String>,
+    /// Description of the weather.
+    pub weather: String,
+}
+
+/// A VM in the run (arrived, not finished).
+#[derive(Debug, Clone)]
+struct Active {
+    job: usize,
+    host: Option<usize>,
+    left_core_h: f64,
+    deadline: Option<DateTime<Utc>>,
+    missed: bool,
+    grant: f64,
+    /// Batch cores per horizon step of the last plan.
+    planned: Vec<f64>,
+    /// Its snapshot record, kept between plans so that a snapshot moves
+    /// records rather than allocating them anew every period.
+    vm: Vm,
+}
+
+/// A record with nothing allocated, left in place while the real one is
+/// lent to a snapshot.
+fn placeholder_vm() -> Vm {
+    Vm {
+        id: String::new(),
+        vcpus: 0,
+        mem_gib: 0.0,
+        image: None,
+        host: None,
+        kind: VmKind::Interactive,
+        load: None,
+        work_core_h: None,
+        deadline: None,
+        migratable: true,
+    }
+}
+
+/// Running totals.
+#[derive(Debug, Default)]
+struct Totals {
+    it_kwh: f64,
+    cooling_kwh: f64,
+    hp_kwh: f64,
+    recovered_kwh: f64,
+    used_kwh: f64,
+    delivered_kwh: f64,
+    demand_kwh: f64,
+    backup_kwh: f64,
+    electricity_cost: f64,
+    heat_value: f64,
+    max_temp_c: f64,
+    thermal_s: f64,
+    sla_s: f64,
+    migrations: usize,
+    switches: usize,
+    batch_jobs: usize,
+    completed: usize,
+    misses: usize,
+    plans: usize,
+    plan_failures: usize,
+    plans_kept: usize,
+}
+
+/// Accumulates physics steps into one output row.
+#[derive(Debug, Default)]
+struct Bucket {
+    row: Row,
+    steps: usize,
+}
+
+/// Run a scenario (already validated).
+pub fn run(
+    sc: &Scenario,
+    progress: Option<&(dyn Fn(Progress) + Sync)>,
+) -> Result<Outcome, SimError> {
+    let started = Instant::now();
+    let site = Site::build(sc)?;
+    let jobs = workload::generate(sc);
+    let mut e = Engine::new(sc, &site, &jobs);
+    e.run(progress);
+    let wall_s = started.elapsed().as_secs_f64();
+    let summary = e.summary(wall_s);
+    let timing = Timing {
+        physics_s: e.physics.as_secs_f64(),
+        planning_s: e.planning.as_secs_f64(),
+        solver_s: e.solver.as_secs_f64(),
+        snapshot_s: e.snapshotting.as_secs_f64(),
+        wall_s,
+        server_steps: e.server_steps,
+        plans: e.t.plans,
+    };
+    Ok(Outcome {
+        summary,
+        series: std::mem::take(&mut e.series),
+        timing,
+        server_ids: site.server_ids.clone(),
+        server_groups: site
+            .server_group
+            .iter()
+            .map(|&g| site.group_names[g].clone())
+            .collect(),
+        server_loops: site
+            .snapshot_servers
+            .iter()
+            .map(|s| s.heat_loop.clone())
+            .collect(),
+        loop_ids: site.loops.iter().map(|l| l.id.clone()).collect(),
+        consumer_ids: site.consumers.iter().map(|c| c.id.clone()).collect(),
+        weather: site.weather.describe(),
+    })
+}
+
+struct Engine<'a> {
+    sc: &'a Scenario,
+    site: &'a Site,
+    jobs: &'a [Job],
+    bank: ServerBank,
+    consumers: Vec<Demand>,
+    active: Vec<Active>,
+    next_job: usize,
+    t: Totals,
+    series: Series,
+    bucket: Bucket,
+    steps_per_bucket: usize,
+    physics: Duration,
+    planning: Duration,
+    solver: Duration,
+    snapshotting: Duration,
+    server_steps: u64,
+    periods: u64,
+    /// Hour of day at the start.
+    start_hour: f64,
+    /// The snapshot's server records, kept between plans.
+    snap_servers: Vec<scheduler::model::Server>,
+}
+
+impl<'a> Engine<'a> {
+    fn new(sc: &'a Scenario, site: &'a Site, jobs: &'a [Job]) -> Self {
+        let n = site.server_ids.len();
+        let bank = ServerBank {
+            group: site.server_group.clone(),
+            on: site.snapshot_servers.iter().map(|s| s.on).collect(),
+            temp_c: site
+                .server_group
+                .iter()
+                .map(|&g| site.groups[g].inlet_c)
+                .collect(),
+            interactive_cores: vec![0.0; n],
+            batch_cores: vec![0.0; n],
+            vms: vec![0; n],
+            period: Vec::new(),
+        };
+        let out_step = sc.output.step_s.unwrap_or(sc.sim.control_period_s);
+        Self {
+            sc,
+            site,
+            jobs,
+            bank,
+            consumers: site.consumers.iter().map(|c| c.demand.clone()).collect(),
+            active: Vec::new(),
+            next_job: 0,
+            t: Totals {
+                max_temp_c: f64::NEG_INFINITY,
+                ..Totals::default()
+            },
+            series: Series {
+                step_s: out_step,
+                ..Series::default()
+            },
+            bucket: Bucket::default(),
+            steps_per_bucket: (out_step / sc.sim.physics_step_s).round() as usize,
+            physics: Duration::ZERO,
+            planning: Duration::ZERO,
+            solver: Duration::ZERO,
+            snapshotting: Duration::ZERO,
+            server_steps: 0,
+            periods: 0,
+            snap_servers: site.snapshot_servers.clone(),
+            start_hour: {
+                let s = sc.sim.start;
+                f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
+            },
+        }
+    }
+
+    fn now(&self, t_s: f64) -> DateTime<Utc> {
+        self.sc.sim.start + chrono::Duration::milliseconds((t_s * 1000.0).round() as i64)
+    }
+
+    fn hour_at(&self, t_s: f64) -> f64 {
+        (self.start_hour + t_s / 3600.0).rem_euclid(24.0)
+    }
+
+    fn price_at(&self, t_s: f64) -> f64 {
+        self.sc
+            .prices
+            .electricity_per_kwh
+            .at_hour(self.hour_at(t_s).floor() as u32)
+    }
+
+    fn run(&mut self, progress: Option<&(dyn Fn(Progress) + Sync)>) {
+        let sim = &self.sc.sim;
+        let period = sim.control_period_s;
+        let total = (sim.days * 86_400.0 / period).ceil() as u64;
+        let substeps = (period / sim.physics_step_s).round() as usize;
+        let decay: Vec<f64> = self
+            .site
+            .groups
+            .iter()
+            .map(|g| g.decay(sim.physics_step_s))
+            .collect();
+        for p in 0..total {
+            let t0 = p as f64 * period;
+            let began = Instant::now();
+            self.admit(t0);
+            self.check_deadlines(t0);
+            let offset = (p % sim.replan_periods as u64) as usize;
+            if offset == 0 || sim.scheduler == SchedulerKind::None {
+                self.plan(t0);
+            } else {
+                self.follow_plan(offset);
+            }
+            self.planning += began.elapsed();
+
+            let began = Instant::now();
+            let factors: Vec<f64> = (0..substeps)
+                .map(|k| {
+                    let h = self.hour_at(t0 + (k as f64 + 0.5) * sim.physics_step_s);
+                    workload::load_factor(self.sc.workload.diurnal_amplitude, h)
+                })
+                .collect();
+            let totals = self.bank.run_period(
+                &self.site.groups,
+                PeriodInput {
+                    dt_s: sim.physics_step_s,
+                    load_factor: &factors,
+                    decay: &decay,
+                    loops: self.site.loops.len(),
+                },
+            );
+            self.server_steps += (substeps * self.bank.len()) as u64;
+            self.facility(t0, &totals, substeps);
+            self.account_servers(t0);
+            self.physics += began.elapsed();
+
+            let began = Instant::now();
+            self.progress_batch(t0 + period);
+            self.planning += began.elapsed();
+            self.periods = p + 1;
+            if let Some(f) = progress {
+                f(Progress { done: p + 1, total });
+            }
+        }
+        if self.bucket.steps > 0 {
+            self.flush_bucket();
+        }
+    }
+
+    /// Admit VMs that arrived by `t_s`.
+    fn admit(&mut self, t_s: f64) {
+        while self.next_job < self.jobs.len() && self.jobs[self.next_job].arrival_s <= t_s + EPS {
+            let j = &self.jobs[self.next_job];
+            if j.kind == VmKind::Batch {
+                self.t.batch_jobs += 1;
+            }
+            // Keep `active` in VM-id order (the order of the plan's maps).
+            let pos = self.active.partition_point(|a| self.jobs[a.job].id < j.id);
+            self.active.insert(
+                pos,
+                Active {
+                    job: self.next_job,
+                    host: None,
+                    left_core_h: j.work_core_h,
+                    deadline: j.deadline,
+                    missed: false,
+                    grant: 0.0,
+                    planned: Vec::new(),
+                    vm: Vm {
+                        id: j.id.clone(),
+                        vcpus: j.vcpus,
+                        mem_gib: j.mem_gib,
+                        image: j.image.clone(),
+                        host: None,
+                        kind: j.kind,
+                        load: None,
+                        work_core_h: None,
+                        deadline: None,
+                        migratable: j.migratable,
+                    },
+                },
+            );
+            self.next_job += 1;
+        }
+    }
+
+    /// Count jobs that can no longer make their deadline and give them an
+    /// effective deadline the planner can meet.
+    fn check_deadlines(&mut self, t_s: f64) {
+        let now = self.now(t_s);
+        let period = self.sc.sim.control_period_s;
+        let period_h = period / 3600.0;
+        for a in &mut self.active {
+            let j = &self.jobs[a.job];
+            let Some(d) = a.deadline else { continue };
+            let until_s = (d - now).num_milliseconds() as f64 / 1000.0;
+            let whole = (until_s / period + EPS).floor().max(0.0);
+            let can_do = f64::from(j.vcpus) * whole * period_h;
+            if a.left_core_h > can_do + EPS {
+                if !a.missed {
+                    a.missed = true;
+                    self.t.misses += 1;
+                }
+                let need = (a.left_core_h / (f64::from(j.vcpus) * period_h) - EPS)
+                    .ceil()
+                    .max(1.0)
+                    + 1.0;
+                a.deadline =
+                    Some(now + chrono::Duration::milliseconds((need * period * 1000.0) as i64));
+            }
+        }
+    }
+
+    fn plan(&mut self, t_s: f64) {
+        match self.sc.sim.scheduler {
+            SchedulerKind::None => self.first_fit(t_s),
+            SchedulerKind::Greedy => self.solve(t_s, SolverKind::Greedy),
+            SchedulerKind::Optimizer => self.solve(t_s, SolverKind::Optimizer),
+        }
+        self.apply_to_bank();
+    }
+
+    /// Between plans (`sim.replan_periods` > 1): apply the batch cores the
+    /// last plan gave for this step of its horizon.
+    fn follow_plan(&mut self, offset: usize) {
+        for a in &mut self.active {
+            a.grant = if a.host.is_some() {
+                a.planned.get(offset).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            };
+        }
+        self.apply_to_bank();
+    }
+
+    /// Interactive load factor used in snapshots: the highest over the horizon.
+    fn planning_factor(&self, t_s: f64) -> f64 {
+        let sim = &self.sc.sim;
+        let n = (sim.horizon_steps as f64 * sim.control_period_s / 900.0)
+            .ceil()
+            .max(1.0) as usize;
+        (0..=n)
+            .map(|k| {
+                workload::load_factor(
+                    self.sc.workload.diurnal_amplitude,
+                    self.hour_at(t_s + k as f64 * 900.0),
+                )
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Build the snapshot of the site at `t_s`. The server and VM records
+    /// are lent to it: give them back with [`Engine::restore`].
+    fn snapshot(&mut self, t_s: f64, with_pending: bool, relax: bool) -> (Snapshot, Vec<usize>) {
+        let sim = &self.sc.sim;
+        let period = sim.control_period_s;
+        let steps = sim.horizon_steps;
+        let now = self.now(t_s);
+        // A relaxed snapshot asks of each batch job at most a quarter of its
+        // work over the horizon (deadline at least four horizons away).
+        let relaxed =
+            now + chrono::Duration::milliseconds((4.0 * steps as f64 * period * 1000.0) as i64);
+        let factor = self.planning_factor(t_s);
+        let mut servers = std::mem::take(&mut self.snap_servers);
+        for (s, srv) in servers.iter_mut().enumerate() {
+            srv.on = self.bank.on[s];
+        }
+        let mut vms = Vec::with_capacity(self.active.len());
+        let mut index = Vec::with_capacity(self.active.len());
+        for (i, a) in self.active.iter_mut().enumerate() {
+            if a.host.is_none() && !with_pending {
+                continue;
+            }
+            let j = &self.jobs[a.job];
+            let batch = j.kind == VmKind::Batch;
+            index.push(i);
+            let host = a.host.map(|h| self.site.server_ids[h].as_str());
+            if a.vm.host.as_deref() != host {
+                a.vm.host = host.map(str::to_string);
+            }
+            a.vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            a.vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
+            a.vm.deadline = match (batch, a.deadline) {
+                (false, _) => None,
+                (true, Some(d)) if relax => Some(d.max(relaxed)),
+                (true, d) => d,
+            };
+            vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
+        }
+        let prices: Vec<f64> = (0..steps)
+            .map(|k| self.price_at(t_s + (k as f64 + 0.5) * period))
+            .collect();
+        let mean_price = prices.iter().sum::<f64>() / steps as f64;
+        let loops = self
+            .site
+            .loops
+            .iter()
+            .map(|l| {
+                let c = &self.site.consumers[l.consumer];
+                let gain = l.lift.gain();
+                let demand_kw = (0..steps)
+                    .map(|k| self.forecast_demand_kw(l.consumer, t_s, k) / gain)
+                    .collect();
+                HeatLoop {
+                    id: l.id.clone(),
+                    demand_kw,
+                    // Value per kWh of recovered heat: what it is worth at the
+                    // consumer, less the heat pump electricity it takes.
+                    heat_value_per_kwh: (c.heat_value_per_kwh * gain - mean_price * (gain - 1.0))
+                        .max(0.0),
+                    max_kw: l.max_kw,
+                }
+            })
+            .collect();
+        let snap = Snapshot {
+            schema: SNAPSHOT_SCHEMA.to_string(),
+            site: self.sc.name.clone(),
+            time: now,
+            step_s: period,
+            steps,
+            electricity_price_per_kwh: prices,
+            servers,
+            vms,
+            images: self.sc.images.clone(),
+            loops,
+            policy: self.sc.policy.clone(),
+        };
+        (snap, index)
+    }
+
+    /// Take back the records lent to a snapshot.
+    fn restore(&mut self, snap: Snapshot, index: &[usize]) {
+        self.snap_servers = snap.servers;
+        for (vm, &i) in snap.vms.into_iter().zip(index) {
+            self.active[i].vm = vm;
+        }
+    }
+
+    /// Forecast (perfect weather knowledge) of a consumer's demand in
+    /// horizon step `k` from `t_s`, kW.
+    fn forecast_demand_kw(&self, c: usize, t_s: f64, k: usize) -> f64 {
+        let period = self.sc.sim.control_period_s;
+        let mid = t_s + (k as f64 + 0.5) * period;
+        match &self.consumers[c] {
+            Demand::Profile(h) => h.at_hour(self.hour_at(mid).floor() as u32),
+            Demand::Greenhouse(g) => {
+                let w = self.site.weather.at(mid);
+                let sp = g.setpoint_c(self.hour_at(mid));
+                let w_ = if k == 0 {
+                    g.demand_w(period, sp, w.outdoor_c, w.ghi_w_per_m2)
+                } else {
+                    g.steady_demand_w(sp, w.outdoor_c, w.ghi_w_per_m2)
+                };
+                w_ / 1000.0
+            }
+        }
+    }
+
+    fn solve(&mut self, t_s: f64, solver: SolverKind) {
+        let opts = SolveOptions {
+            solver,
+            time_limit: Some(Duration::from_millis(self.sc.sim.plan_time_limit_ms)),
+            with_baseline: false,
+        };
+        self.t.plans += 1;
+        let has_pending = self.active.iter().any(|a| a.host.is_none());
+        // The full snapshot; then, should the planner fail (a job its packing
+        // cannot serve in time), batch deadlines relaxed for this plan only;
+        // then without the pending VMs, which wait for the next period.
+        let mut attempts = vec![(true, false), (true, true)];
+        if has_pending {
+            attempts.push((false, true));
+        }
+        for (k, (with_pending, relax)) in attempts.into_iter().enumerate() {
+            let began = Instant::now();
+            let (snap, index) = self.snapshot(t_s, with_pending, relax);
+            let built = Instant::now();
+            let solved = scheduler::solve(&snap, &opts);
+            self.solver += built.elapsed();
+            self.snapshotting += built - began;
+            self.restore(snap, &index);
+            match solved {
+                Ok(plan) => return self.apply_plan(t_s, &plan, &index),
+                Err(e) => {
+                    if k == 0 {
+                        self.t.plan_failures += 1;
+                    }
+                    debug!(t_s, with_pending, relax, error = %e, "Plan failed.");
+                }
+            }
+        }
+        warn!(
+            t_s,
+            "No plan for this period; keeping the previous placement."
+        );
+        self.t.plans_kept += 1;
+        self.grant_asap();
+        self.series.plans.push(PlanRow {
+            t_s,
+            solver: "kept".into(),
+            servers_on: self.bank.on.iter().filter(|&&o| o).count(),
+            ..PlanRow::default()
+        });
+    }
+
+    fn apply_plan(&mut self, t_s: f64, plan: &Plan, index: &[usize]) {
+        // `active` is kept in VM-id order, and so are the snapshot's VMs and
+        // the plan's maps: walk them side by side; fall back to lookups if
+        // the plan is shaped otherwise.
+        let mut in_order = plan.placements.len() == index.len();
+        if in_order {
+            for ((vm, host), &i) in plan.placements.iter().zip(index) {
+                let a = &self.active[i];
+                if self.jobs[a.job].id != *vm {
+                    in_order = false;
+                    break;
+                }
+                let s = match a.host {
+                    Some(h) if self.site.server_ids[h] == *host => h,
+                    _ => match self.site.server_index.get(host) {
+                        Some(&s) => s,
+                        None => continue,
+                    },
+                };
+                self.active[i].host = Some(s);
+            }
+        }
+        if !in_order {
+            let job_index: HashMap<&str, usize> = index
+                .iter()
+                .map(|&i| (self.jobs[self.active[i].job].id.as_str(), i))
+                .collect();
+            for (vm, host) in &plan.placements {
+                if let (Some(&i), Some(&s)) =
+                    (job_index.get(vm.as_str()), self.site.server_index.get(host))
+                {
+                    self.active[i].host = Some(s);
+                }
+            }
+        }
+        for &i in index {
+            let a = &mut self.active[i];
+            let j = &self.jobs[a.job];
+            if j.kind == VmKind::Batch {
+                a.planned = plan.batch_cores.get(&j.id).cloned().unwrap_or_default();
+                a.grant = a.planned.first().copied().unwrap_or(0.0);
+            } else {
+                a.grant = 0.0;
+            }
+        }
+        let mut switches = 0;
+        for (k, (id, &on)) in plan.servers_on.iter().enumerate() {
+            let s = match self.site.server_sorted.get(k) {
+                Some(&s) if self.site.server_ids[s] == *id => s,
+                _ => match self.site.server_index.get(id) {
+                    Some(&s) => s,
+                    None => continue,
+                },
+            };
+            if self.bank.on[s] != on {
+                switches += 1;
+            }
+            self.bank.on[s] = on;
+        }
+        self.t.switches += switches;
+        self.t.migrations += plan.migrations.len();
+        let o = &plan.objective;
+        self.series.plans.push(PlanRow {
+            t_s,
+            solver: plan.solver.clone(),
+            cost: o.cost,
+            baseline_cost: plan.baseline_cost,
+            lower_bound: plan.lower_bound,
+            solve_ms: plan.solve_ms,
+            migrations: o.migrations,
+            switches: o.switches,
+            servers_on: plan.servers_on.values().filter(|&&v| v).count(),
+            energy_kwh: o.energy_kwh,
+            heat_delivered_kwh: o.heat_delivered_kwh,
+        });
+    }
+
+    /// Batch grants when no plan is available: as fast as the work allows.
+    fn grant_asap(&mut self) {
+        let period_h = self.sc.sim.control_period_s / 3600.0;
+        for a in &mut self.active {
+            let j = &self.jobs[a.job];
+            a.grant = if j.kind == VmKind::Batch && a.host.is_some() {
+                f64::from(j.vcpus).min(a.left_core_h / period_h)
+            } else {
+                0.0
+            };
+            a.planned = vec![a.grant];
+        }
+    }
+
+    /// `scheduler = "none"`: first fit of unplaced VMs (never moved after),
+    /// servers never switched, batch work as soon as possible (earliest
+    /// deadline first within each server's headroom).
+    fn first_fit(&mut self, t_s: f64) {
+        let sc = self.sc;
+        let n = self.bank.len();
+        let over = sc.policy.cpu_overcommit;
+        let peak = 1.0 + sc.workload.diurnal_amplitude;
+        let mut vcpus = vec![0.0; n];
+        let mut mem = vec![0.0; n];
+        let mut fixed = vec![0.0; n];
+        for a in &self.active {
+            if let Some(s) = a.host {
+                let j = &self.jobs[a.job];
+                vcpus[s] += f64::from(j.vcpus);
+                mem[s] += j.mem_gib;
+                fixed[s] += f64::from(j.vcpus) * j.load * peak;
+            }
+        }
+        for a in &mut self.active {
+            if a.host.is_some() {
+                continue;
+            }
+            let j = &self.jobs[a.job];
+            let need_fixed = f64::from(j.vcpus) * j.load * peak;
+            let found = (0..n).find(|&s| {
+                let g = &self.site.groups[self.site.server_group[s]];
+                self.bank.on[s]
+                    && vcpus[s] + f64::from(j.vcpus) <= g.cores * over + EPS
+                    && mem[s] + j.mem_gib
+                        <= self.site.group_mem_gib[self.site.server_group[s]] + EPS
+                    && fixed[s] + need_fixed <= g.u_cap * g.cores + EPS
+            });
+            if let Some(s) = found {
+                a.host = Some(s);
+                vcpus[s] += f64::from(j.vcpus);
+                mem[s] += j.mem_gib;
+                fixed[s] += need_fixed;
+            }
+        }
+        // Batch: earliest deadline first per server, within the headroom left
+        // by interactive load now.
+        let period_h = sc.sim.control_period_s / 3600.0;
+        let factor = self.planning_factor(t_s);
+        let mut headroom: Vec<f64> = (0..n)
+            .map(|s| {
+                let g = &self.site.groups[self.site.server_group[s]];
+                g.u_cap * g.cores
+            })
+            .collect();
+        for a in &self.active {
+            let j = &self.jobs[a.job];
+            if let (Some(s), VmKind::Interactive) = (a.host, j.kind) {
+                headroom[s] -= f64::from(j.vcpus) * j.load * factor;
+            }
+        }
+        let mut order: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.jobs[self.active[i].job].kind == VmKind::Batch)
+            .collect();
+        order.sort_by(|&x, &y| {
+            let (a, b) = (&self.active[x], &self.active[y]);
+            a.deadline
+                .cmp(&b.deadline)
+                .then(self.jobs[a.job].id.cmp(&self.jobs[b.job].id))
+        });
+        for i in order {
+            let a = &mut self.active[i];
+            let j = &self.jobs[a.job];
+            a.grant = match a.host {
+                Some(s) => {
+                    let g = f64::from(j.vcpus)
+                        .min(a.left_core_h / period_h)
+                        .min(headroom[s].max(0.0));
+                    headroom[s] -= g;
+                    g
+                }
+                None => 0.0,
+            };
+        }
+        self.t.plans += 1;
+        self.series.plans.push(PlanRow {
+            t_s,
+            solver: "first-fit".into(),
+            servers_on: self.bank.on.iter().filter(|&&o| o).count(),
+            ..PlanRow::default()
+        });
+    }
+
+    fn apply_to_bank(&mut self) {
+        let b = &mut self.bank;
+        b.interactive_cores.fill(0.0);
+        b.batch_cores.fill(0.0);
+        b.vms.fill(0);
+        for a in &self.active {
+            let Some(s) = a.host else { continue };
+            if !b.on[s] {
+                // A plan never places VMs on an off server; be safe anyway.
+                b.on[s] = true;
+            }
+            let j = &self.jobs[a.job];
+            b.vms[s] += 1;
+            match j.kind {
+                VmKind::Interactive => b.interactive_cores[s] += f64::from(j.vcpus) * j.load,
+                VmKind::Batch => b.batch_cores[s] += a.grant,
+            }
+        }
+    }
+
+    /// Loops, consumers, cooling, prices: one pass over the physics steps.
+    fn facility(&mut self, t0: f64, totals: &[f64], substeps: usize) {
+        let dt = self.sc.sim.physics_step_s;
+        let dt_h = dt / 3600.0;
+        let width = 1 + self.site.loops.len();
+        let nc = self.site.consumers.len();
+        let mut demand = vec![0.0; nc];
+        let mut delivered = vec![0.0; nc];
+        let mut setpoints = vec![f64::NAN; nc];
+        for k in 0..substeps {
+            let t = t0 + k as f64 * dt;
+            let mid = t + 0.5 * dt;
+            let w = self.site.weather.at(mid);
+            let hour = self.hour_at(mid);
+            let price = self.price_at(mid);
+            let it_kw = totals[k * width] / 1000.0;
+            setpoints.fill(f64::NAN);
+            for (c, d) in self.consumers.iter().enumerate() {
+                demand[c] = match d {
+                    Demand::Profile(h) => h.at_hour(hour.floor() as u32),
+                    Demand::Greenhouse(g) => {
+                        let sp = g.setpoint_c(hour);
+                        setpoints[c] = sp;
+                        g.demand_w(dt, sp, w.outdoor_c, w.ghi_w_per_m2) / 1000.0
+                    }
+                };
+                delivered[c] = 0.0;
+            }
+            let mut used_total = 0.0;
+            let mut hp_total = 0.0;
+            if self.bucket.row.loops.len() != self.site.loops.len() {
+                self.bucket.row.loops = vec![LoopRow::default(); self.site.loops.len()];
+                self.bucket.row.consumers = vec![ConsumerRow::default(); nc];
+            }
+            for (l, lm) in self.site.loops.iter().enumerate() {
+                let recovered = totals[k * width + 1 + l] / 1000.0;
+                let c = lm.consumer;
+                let f = lm.lift.flow(recovered, demand[c], lm.max_kw);
+                delivered[c] += f.delivered_kw;
+                used_total += f.used_kw;
+                hp_total += f.heat_pump_kw;
+                self.t.recovered_kwh += recovered * dt_h;
+                self.t.used_kwh += f.used_kw * dt_h;
+                let r = &mut self.bucket.row.loops[l];
+                r.recovered_kw += recovered;
+                r.used_kw += f.used_kw;
+                r.delivered_kw += f.delivered_kw;
+                r.demand_kw += demand[c];
+                r.heat_pump_kw += f.heat_pump_kw;
+                r.offered_kw += recovered.min(lm.max_kw) * lm.lift.gain();
+                r.supply_c = lm.supply_c;
+            }
+            let mut heat_value = 0.0;
+            for (c, d) in self.consumers.iter_mut().enumerate() {
+                let backup = (demand[c] - delivered[c]).max(0.0);
+                if let Demand::Greenhouse(g) = d {
+                    g.step(
+                        dt,
+                        demand[c] * 1000.0,
+                        setpoints[c],
+                        w.outdoor_c,
+                        w.ghi_w_per_m2,
+                    );
+                }
+                self.t.demand_kwh += demand[c] * dt_h;
+                self.t.delivered_kwh += delivered[c] * dt_h;
+                self.t.backup_kwh += backup * dt_h;
+                heat_value += self.site.consumers[c].heat_value_per_kwh * delivered[c] * dt_h;
+                let r = &mut self.bucket.row.consumers[c];
+                r.demand_kw += demand[c];
+                r.delivered_kw += delivered[c];
+                r.backup_kw += backup;
+                r.setpoint_c += if setpoints[c].is_nan() {
+                    0.0
+                } else {
+                    setpoints[c]
+                };
+                r.indoor_c = match d {
+                    Demand::Greenhouse(g) => g.indoor_c,
+                    Demand::Profile(_) => f64::NAN,
+                };
+                if setpoints[c].is_nan() {
+                    r.setpoint_c = f64::NAN;
+                }
+            }
+            // Heat not taken by a consumer is rejected by the cooling plant.
+            let cooling_kw = (it_kw - used_total).max(0.0) / self.sc.cooling.cop_at(w.outdoor_c);
+            let cost = price * (it_kw + cooling_kw + hp_total) * dt_h;
+            self.t.it_kwh += it_kw * dt_h;
+            self.t.cooling_kwh += cooling_kw * dt_h;
+            self.t.hp_kwh += hp_total * dt_h;
+            self.t.electricity_cost += cost;
+            self.t.heat_value += heat_value;
+
+            let b = &mut self.bucket;
+            if b.steps == 0 {
+                b.row.t_s = t;
+            }
+            b.steps += 1;
+            b.row.outdoor_c += w.outdoor_c;
+            b.row.ghi_w_per_m2 += w.ghi_w_per_m2;
+            b.row.price_per_kwh += price;
+            b.row.it_kw += it_kw;
+            b.row.cooling_kw += cooling_kw;
+            b.row.heat_pump_kw += hp_total;
+            b.row.electricity_cost += cost;
+            b.row.heat_value += heat_value;
+            if b.steps == self.steps_per_bucket {
+                self.flush_bucket();
+            }
+        }
+    }
+
+    fn flush_bucket(&mut self) {
+        let mut b = std::mem::take(&mut self.bucket);
+        let n = b.steps as f64;
+        let r = &mut b.row;
+        for v in [
+            &mut r.outdoor_c,
+            &mut r.ghi_w_per_m2,
+            &mut r.price_per_kwh,
+            &mut r.it_kw,
+            &mut r.cooling_kw,
+            &mut r.heat_pump_kw,
+        ] {
+            *v /= n;
+        }
+        for l in &mut r.loops {
+            for v in [
+                &mut l.recovered_kw,
+                &mut l.used_kw,
+                &mut l.delivered_kw,
+                &mut l.demand_kw,
+                &mut l.heat_pump_kw,
+                &mut l.offered_kw,
+            ] {
+                *v /= n;
+            }
+        }
+        for c in &mut r.consumers {
+            for v in [
+                &mut c.demand_kw,
+                &mut c.delivered_kw,
+                &mut c.backup_kw,
+                &mut c.setpoint_c,
+            ] {
+                *v /= n;
+            }
+        }
+        r.servers_on = self.bank.on.iter().filter(|&&o| o).count();
+        r.vms = self.active.iter().filter(|a| a.host.is_some()).count();
+        r.max_temp_c = self
+            .bank
+            .period
+            .iter()
+            .map(|p| p.max_temp_c)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let on: Vec<usize> = (0..self.bank.len()).filter(|&s| self.bank.on[s]).collect();
+        let period = self.sc.sim.control_period_s;
+        r.mean_util = if on.is_empty() {
+            0.0
+        } else {
+            on.iter()
+                .map(|&s| self.bank.period[s].util_s / period)
+                .sum::<f64>()
+                / on.len() as f64
+        };
+        r.cum_net_cost = self.t.electricity_cost - self.t.heat_value;
+        self.series.rows.push(b.row);
+    }
+
+    /// Per-server results of the period: violations, temperatures, series.
+    fn account_servers(&mut self, t0: f64) {
+        let period = self.sc.sim.control_period_s;
+        for (s, p) in self.bank.period.iter().enumerate() {
+            self.t.thermal_s += p.thermal_s;
+            self.t.sla_s += p.sla_s;
+            self.t.max_temp_c = self.t.max_temp_c.max(p.max_temp_c);
+            if self.sc.output.per_server {
+                let g = &self.site.groups[self.bank.group[s]];
+                self.series.servers.push(ServerRow {
+                    t_s: t0,
+                    server: s,
+                    power_w: p.energy_j / period,
+                    cpu_util: p.util_s / period,
+                    temp_c: self.bank.temp_c[s],
+                    cap_w: g.cap_w,
+                    on: self.bank.on[s],
+                    vms: self.bank.vms[s],
+                });
+            }
+        }
+        // Interactive VMs with no host are not served at all.
+        let unplaced = self
+            .active
+            .iter()
+            .filter(|a| a.host.is_none() && self.jobs[a.job].kind == VmKind::Interactive)
+            .count();
+        self.t.sla_s += unplaced as f64 * period;
+    }
+
+    /// Credit batch work done in the period; retire finished jobs; count
+    /// deadlines passed with work left.
+    fn progress_batch(&mut self, t_end: f64) {
+        let now = self.now(t_end);
+        let bank = &self.bank;
+        let jobs = self.jobs;
+        let t = &mut self.t;
+        self.active.retain_mut(|a| {
+            let j = &jobs[a.job];
+            if j.kind != VmKind::Batch {
+                return true;
+            }
+            if let Some(s) = a.host {
+                a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
+            }
+            if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
+                t.completed += 1;
+                return false;
+            }
+            if !a.missed && j.deadline.is_some_and(|d| d <= now) {
+                a.missed = true;
+                t.misses += 1;
+            }
+            true
+        });
+    }
+
+    fn summary(&self, wall_s: f64) -> Summary {
+        let t = &self.t;
+        let facility = t.it_kwh + t.cooling_kwh + t.hp_kwh;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Summary {
+            scenario: self.sc.name.clone(),
+            scheduler: self.sc.sim.scheduler.name().to_string(),
+            seed: self.sc.sim.seed,
+            servers: self.bank.len(),
+            it_energy_kwh: t.it_kwh,
+            cooling_energy_kwh: t.cooling_kwh,
+            heat_pump_energy_kwh: t.hp_kwh,
+            facility_energy_kwh: facility,
+            heat_recovered_kwh: t.recovered_kwh,
+            heat_used_kwh: t.used_kwh,
+            heat_delivered_kwh: t.delivered_kwh,
+            heat_demand_kwh: t.demand_kwh,
+            heat_coverage: ratio(t.delivered_kwh, t.demand_kwh),
+            backup_heat_kwh: t.backup_kwh,
+            electricity_cost: t.electricity_cost,
+            heat_value: t.heat_value,
+            net_cost: t.electricity_cost - t.heat_value,
+            pue: ratio(facility, t.it_kwh),
+            erf: ratio(t.delivered_kwh, facility),
+            ere: ratio(facility - t.delivered_kwh, t.it_kwh),
+            max_component_temp_c: t.max_temp_c,
+            thermal_violation_s: t.thermal_s,
+            sla_violation_s: t.sla_s,
+            migrations: t.migrations,
+            switches: t.switches,
+            batch_jobs: t.batch_jobs,
+            batch_jobs_completed: t.completed,
+            batch_deadline_misses: t.misses,
+            plans: t.plans,
+            plan_failures: t.plan_failures,
+            plans_kept: t.plans_kept,
+            simulated_s: self.periods as f64 * self.sc.sim.control_period_s,
+            wall_s,
+        }
+    }
+}

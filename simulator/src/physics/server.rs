@@ -1,0 +1,374 @@
+//! Server power and temperature for a whole bank of servers, stored as a
+//! struct of arrays and advanced one control period at a time.
+//!
+//! - Power: the SPECpower curve `P(u)` (11 points, linear in between), cut
+//!   down by a cap. A capped server runs at the utilisation the cap allows,
+//!   `u_cap = P⁻¹(cap)`: interactive VMs are served first (any shortfall is an
+//!   SLA violation), batch work slows in proportion (DESIGN.md §3).
+//! - Temperature: `C·dT/dt = P − (T − T_in)/R`, advanced with the exact step
+//!   `T' = T_ss + (T − T_ss)·e^(−dt/(R·C))`, `T_ss = T_in + R·P` — the
+//!   planner's steady state. `e^(−dt/(R·C))` is computed once per group.
+//!
+//! Servers are cut into fixed chunks of [`CHUNK`] processed in parallel
+//! (rayon); partial sums come back per chunk and are added in chunk order, so
+//! results do not depend on the number of threads.
+
+use rayon::prelude::*;
+use scheduler::curve::PowerCurve;
+
+/// Servers per parallel chunk.
+pub const CHUNK: usize = 64;
+
+/// Server-steps in a period from which the period runs in parallel.
+pub const PARALLEL_MIN_SERVER_STEPS: usize = 200_000;
+
+/// Physics of one server group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPhysics {
+    /// Power curve.
+    pub curve: PowerCurve,
+    /// Cores.
+    pub cores: f64,
+    /// Power when off, W.
+    pub off_w: f64,
+    /// Cap in force (configured cap and thermal guard), W; infinite when none.
+    pub cap_w: f64,
+    /// Utilisation reachable under the cap.
+    pub u_cap: f64,
+    /// Thermal resistance, K/W.
+    pub r_k_per_w: f64,
+    /// Thermal capacity, J/K.
+    pub c_j_per_k: f64,
+    /// Inlet temperature, °C.
+    pub inlet_c: f64,
+    /// Temperature limit, °C.
+    pub temp_limit_c: f64,
+    /// Recovered share.
+    pub recovery: f64,
+    /// Loop index.
+    pub heat_loop: Option<usize>,
+}
+
+impl GroupPhysics {
+    /// `e^(−dt/(R·C))` for a step of `dt_s`.
+    pub fn decay(&self, dt_s: f64) -> f64 {
+        rc_decay(dt_s, self.r_k_per_w, self.c_j_per_k)
+    }
+
+    /// Highest power under the temperature limit, W.
+    pub fn thermal_limit_w(&self) -> f64 {
+        (self.temp_limit_c - self.inlet_c) / self.r_k_per_w
+    }
+}
+
+/// `e^(−dt/(R·C))`.
+pub fn rc_decay(dt_s: f64, r_k_per_w: f64, c_j_per_k: f64) -> f64 {
+    (-dt_s / (r_k_per_w * c_j_per_k)).exp()
+}
+
+/// One exact RC step: from `temp_c` towards `steady_c` with factor `decay`.
+pub fn rc_step(temp_c: f64, steady_c: f64, decay: f64) -> f64 {
+    steady_c + (temp_c - steady_c) * decay
+}
+
+/// What one server did over a period.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ServerPeriod {
+    /// Electrical energy, J.
+    pub energy_j: f64,
+    /// ∫ utilisation dt, s.
+    pub util_s: f64,
+    /// ∫ (batch cores served / granted) dt, s: the share of planned batch work done.
+    pub batch_served_s: f64,
+    /// Seconds an interactive demand was not met (cap or full server).
+    pub sla_s: f64,
+    /// Seconds above the temperature limit.
+    pub thermal_s: f64,
+    /// Highest temperature, °C.
+    pub max_temp_c: f64,
+    /// Power in force at the end of the period, W.
+    pub last_power_w: f64,
+}
+
+/// The state of every server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerBank {
+    /// Group index per server.
+    pub group: Vec<usize>,
+    /// Switched on.
+    pub on: Vec<bool>,
+    /// Component temperature, °C.
+    pub temp_c: Vec<f64>,
+    /// Interactive demand at diurnal factor 1, cores.
+    pub interactive_cores: Vec<f64>,
+    /// Batch cores granted for the current period.
+    pub batch_cores: Vec<f64>,
+    /// VMs hosted.
+    pub vms: Vec<u32>,
+    /// Results of the last period.
+    pub period: Vec<ServerPeriod>,
+}
+
+/// Inputs of one period.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodInput<'a> {
+    /// Physics step, s.
+    pub dt_s: f64,
+    /// Interactive load factor at each physics step of the period.
+    pub load_factor: &'a [f64],
+    /// `e^(−dt/(R·C))` per group.
+    pub decay: &'a [f64],
+    /// Number of heat loops.
+    pub loops: usize,
+}
+
+impl ServerBank {
+    /// Number of servers.
+    pub fn len(&self) -> usize {
+        self.group.len()
+    }
+
+    /// Whether there are no servers.
+    pub fn is_empty(&self) -> bool {
+        self.group.is_empty()
+    }
+
+    /// Advance every server through one period. Returns, per physics step
+    /// `k`, `[IT power W, recovered W of loop 0, loop 1, …]` flattened
+    /// (`k·(1 + loops) + …`).
+    pub fn run_period(&mut self, groups: &[GroupPhysics], inp: PeriodInput<'_>) -> Vec<f64> {
+        let steps = inp.load_factor.len();
+        let width = 1 + inp.loops;
+        let n = self.len();
+        self.period.resize(n, ServerPeriod::default());
+        let group = &self.group;
+        let on = &self.on;
+        let ic = &self.interactive_cores;
+        let bc = &self.batch_cores;
+        let chunk = |(c, (temps, outs)): (usize, (&mut [f64], &mut [ServerPeriod]))| {
+            let mut acc = vec![0.0; steps * width];
+            let base = c * CHUNK;
+            for (j, (temp, out)) in temps.iter_mut().zip(outs.iter_mut()).enumerate() {
+                let s = base + j;
+                let g = &groups[group[s]];
+                let decay = inp.decay[group[s]];
+                *out = step_server(g, decay, on[s], ic[s], bc[s], temp, inp, &mut acc, width);
+            }
+            acc
+        };
+        // Small periods run on this thread: waking the pool costs more than
+        // the work. The chunking, and so the order of the sums, is the same.
+        let partials: Vec<Vec<f64>> = if n * steps >= PARALLEL_MIN_SERVER_STEPS {
+            self.temp_c
+                .par_chunks_mut(CHUNK)
+                .zip(self.period.par_chunks_mut(CHUNK))
+                .enumerate()
+                .map(chunk)
+                .collect()
+        } else {
+            self.temp_c
+                .chunks_mut(CHUNK)
+                .zip(self.period.chunks_mut(CHUNK))
+                .enumerate()
+                .map(chunk)
+                .collect()
+        };
+        let mut total = vec![0.0; steps * width];
+        for p in partials {
+            for (t, v) in total.iter_mut().zip(p) {
+                *t += v;
+            }
+        }
+        total
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_server(
+    g: &GroupPhysics,
+    decay: f64,
+    on: bool,
+    interactive_cores: f64,
+    batch_cores: f64,
+    temp: &mut f64,
+    inp: PeriodInput<'_>,
+    acc: &mut [f64],
+    width: usize,
+) -> ServerPeriod {
+    let dt = inp.dt_s;
+    let pts = g.curve.points_w();
+    // Utilisation in tenths (the curve's index space) per core of demand.
+    let tenths_per_core = 10.0 / g.cores;
+    let mut t = *temp;
+    let mut max_t = t;
+    let mut energy_w = 0.0;
+    let mut util_tenths = 0.0;
+    let mut batch_served = 0.0;
+    let mut sla_steps = 0u32;
+    let mut hot_steps = 0u32;
+    let mut p = g.off_w;
+    for (k, &f) in inp.load_factor.iter().enumerate() {
+        if on {
+            let inter = interactive_cores * f;
+            let x = ((inter + batch_cores) * tenths_per_core).min(10.0);
+            let i = (x as usize).min(9);
+            let p_dem = pts[i] + (x - i as f64) * (pts[i + 1] - pts[i]);
+            if p_dem > g.cap_w {
+                // Capped: interactive first, batch gets what is left.
+                p = g.cap_w;
+                let avail = g.u_cap * g.cores;
+                if inter > avail + 1e-9 {
+                    sla_steps += 1;
+                }
+                if batch_cores > 0.0 {
+                    batch_served += (avail - inter.min(avail)).min(batch_cores) / batch_cores;
+                } else {
+                    batch_served += 1.0;
+                }
+                util_tenths += g.u_cap * 10.0;
+            } else {
+                p = p_dem;
+                if inter > g.cores + 1e-9 {
+                    sla_steps += 1;
+                }
+                batch_served += if batch_cores > 0.0 {
+                    ((g.cores - inter.min(g.cores)).min(batch_cores)) / batch_cores
+                } else {
+                    1.0
+                };
+                util_tenths += x;
+            }
+        }
+        let steady = g.inlet_c + g.r_k_per_w * p;
+        t = steady + (t - steady) * decay;
+        if t > g.temp_limit_c + 1e-9 {
+            hot_steps += 1;
+        }
+        max_t = max_t.max(t);
+        energy_w += p;
+        let row = k * width;
+        acc[row] += p;
+        if let Some(l) = g.heat_loop {
+            acc[row + 1 + l] += g.recovery * p;
+        }
+    }
+    *temp = t;
+    ServerPeriod {
+        energy_j: energy_w * dt,
+        util_s: util_tenths * 0.1 * dt,
+        batch_served_s: if on { batch_served * dt } else { 0.0 },
+        sla_s: f64::from(sla_steps) * dt,
+        thermal_s: f64::from(hot_steps) * dt,
+        max_temp_c: max_t,
+        last_power_w: p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G5: [f64; 11] = [
+        93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0,
+    ];
+
+    fn group(cap_w: f64) -> GroupPhysics {
+        let curve = PowerCurve::new(&G5).unwrap();
+        GroupPhysics {
+            curve,
+            cores: 2.0,
+            off_w: 5.0,
+            cap_w,
+            u_cap: curve.max_util_within(cap_w).unwrap_or(0.0),
+            r_k_per_w: 0.1,
+            c_j_per_k: 140.4,
+            inlet_c: 24.0,
+            temp_limit_c: 80.0,
+            recovery: 0.85,
+            heat_loop: Some(0),
+        }
+    }
+
+    fn bank(on: bool, inter: f64, batch: f64) -> ServerBank {
+        ServerBank {
+            group: vec![0],
+            on: vec![on],
+            temp_c: vec![24.0],
+            interactive_cores: vec![inter],
+            batch_cores: vec![batch],
+            vms: vec![1],
+            period: vec![],
+        }
+    }
+
+    /// One period of `factors.len()` steps of `dt_s` on a one-group bank.
+    fn period(b: &mut ServerBank, g: &GroupPhysics, dt_s: f64, factors: &[f64]) -> Vec<f64> {
+        let d = [g.decay(dt_s)];
+        b.run_period(
+            std::slice::from_ref(g),
+            PeriodInput {
+                dt_s,
+                load_factor: factors,
+                decay: &d,
+                loops: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn power_follows_the_specpower_points() {
+        // hp-ml110-g5 at 50 % load: 116 W (SPECpower_ssj2008, reference/physics.md).
+        let g = group(f64::INFINITY);
+        let mut b = bank(true, 1.0, 0.0);
+        let totals = period(&mut b, &g, 60.0, &[1.0]);
+        assert!((totals[0] - 116.0).abs() < 1e-9);
+        assert!((totals[1] - 0.85 * 116.0).abs() < 1e-9);
+        assert!((b.period[0].energy_j - 116.0 * 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rc_step_response_matches_the_analytic_exponential() {
+        // HotSpot heat sink: R = 0.1 K/W, C = 140.4 J/K, τ = 14.04 s.
+        let g = group(f64::INFINITY);
+        let mut b = bank(true, 2.0, 0.0); // full load: 135 W
+        let dt = 1.0;
+        let steps = vec![1.0; 30];
+        period(&mut b, &g, dt, &steps);
+        let t = 30.0;
+        let analytic = 24.0 + 0.1 * 135.0 * (1.0 - (-t / (0.1 * 140.4_f64)).exp());
+        assert!(
+            (b.temp_c[0] - analytic).abs() < 1e-9,
+            "{} vs {analytic}",
+            b.temp_c[0]
+        );
+        // The same 30 s in one step lands on the same value: the step is exact.
+        let mut one = bank(true, 2.0, 0.0);
+        period(&mut one, &g, 30.0, &[1.0]);
+        assert!((one.temp_c[0] - analytic).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_cap_slows_batch_work_and_flags_interactive_shortfall() {
+        // Cap at 110 W = 40 % load of the g5 curve.
+        let g = group(110.0);
+        let mut b = bank(true, 0.2, 1.8);
+        period(&mut b, &g, 60.0, &[1.0]);
+        let p = b.period[0];
+        assert!((p.last_power_w - 110.0).abs() < 1e-9);
+        assert_eq!(p.sla_s, 0.0);
+        // 0.8 cores available, 0.2 interactive, 0.6 of 1.8 batch cores served.
+        assert!((p.batch_served_s - 60.0 / 3.0).abs() < 1e-9);
+        let mut b = bank(true, 1.5, 0.0);
+        period(&mut b, &g, 60.0, &[1.0]);
+        assert_eq!(b.period[0].sla_s, 60.0);
+    }
+
+    #[test]
+    fn an_off_server_draws_its_standby_power() {
+        let g = group(f64::INFINITY);
+        let mut b = bank(false, 1.0, 1.0);
+        let totals = period(&mut b, &g, 60.0, &[1.0, 1.0]);
+        assert_eq!(totals[0], 5.0);
+        assert_eq!(b.period[0].util_s, 0.0);
+    }
+}

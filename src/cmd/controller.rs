@@ -1,0 +1,55 @@
+//! `phoenix controller --config FILE`: the site's control loop, its facility
+//! bridge, HTTP API and web page (docs/controller.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hvac_bridge::SiteConfig;
+use phoenix::controller::config::ControllerConfig;
+use phoenix::controller::run::{self, Clock};
+
+/// Arguments of `phoenix controller`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Site config file (TOML; see examples/site.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Check the config and exit without connecting to anything.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Run `phoenix controller` until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config: SiteConfig<ControllerConfig> = SiteConfig::load(&args.config)
+        .with_context(|| format!("site config {}", args.config.display()))?;
+    config.validate()?;
+    let ctl = config
+        .controller
+        .as_ref()
+        .context("the site file has no [controller] section")?;
+    ctl.validate()?;
+    if args.check {
+        println!(
+            "{}: valid ({} servers, {} loops, {} devices, {} consumers)",
+            args.config.display(),
+            ctl.servers.len(),
+            ctl.loops.len(),
+            config.devices.len(),
+            config.consumers.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (running, join) = run::start(config, Clock::wall(), None, stopped).await?;
+        println!("Phoenix controller: http://{}/", running.api_addr);
+        super::bridge::wait_for_signal().await?;
+        tracing::info!("Stop requested.");
+        let _ = stop.send(true);
+        join.await.context("controller task")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

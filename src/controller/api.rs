@@ -1,0 +1,356 @@
+//! The controller's HTTP API (axum): health, readiness, Prometheus metrics,
+//! the site and its latest plan, a dry-run planner, VM admission and
+//! removal, plan approval, the OpenAPI document and the web page.
+//!
+//! [`app`] builds the router from an [`AppState`], so tests drive it with
+//! `tower::ServiceExt::oneshot` and no server. Bad input is answered with a
+//! clear 4xx and a JSON body `{"error": "…"}`; internal failures with a 500
+//! whose detail goes to the log. When a token is configured, every write
+//! (POST, DELETE) needs `Authorization: Bearer <token>`.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use scheduler::model::{Vm, VmKind};
+use scheduler::{PlanError, SolveOptions};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::metrics::Metrics;
+use super::state::{PlanStatus, SiteState};
+
+/// The page served at `/` (no build step: one file, embedded).
+const INDEX_HTML: &str = include_str!("web/index.html");
+/// The OpenAPI 3.1 description of this API.
+const OPENAPI_JSON: &str = include_str!("web/openapi.json");
+/// Largest request body accepted (a 1,000-server snapshot is ~3 MB).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What the API asks of the control loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiEvent {
+    /// A VM was admitted (pending placement).
+    VmAdmitted(Vm),
+    /// A VM was removed.
+    VmRemoved(String),
+    /// An operator approved (true) or rejected (false) plan `id`.
+    PlanDecision {
+        /// Plan id.
+        id: u64,
+        /// Approved or rejected.
+        approve: bool,
+    },
+}
+
+/// Shared state of the API.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The controller's view of the site.
+    pub site: Arc<RwLock<SiteState>>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Bearer token guarding writes, when configured.
+    pub token: Option<String>,
+    /// Events for the control loop.
+    pub events: mpsc::UnboundedSender<ApiEvent>,
+    /// Whether the controller is ready (connected, first plan made).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// An API error: a status and a message for the client.
+#[derive(Debug)]
+pub enum AppError {
+    /// 400: the request is malformed or invalid.
+    BadRequest(String),
+    /// 401: a write without the right token.
+    Unauthorized,
+    /// 404: no such resource.
+    NotFound(String),
+    /// 409: conflicts with the current state.
+    Conflict(String),
+    /// 422: well-formed but cannot be satisfied (infeasible snapshot).
+    Unprocessable(String),
+    /// 500: an internal failure (detail logged, not returned).
+    Internal(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            AppError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required for writes".to_string(),
+            ),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, m),
+            AppError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "Internal error in an API request.");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the controller's log)".to_string(),
+                )
+            }
+        };
+        let mut resp = (status, Json(json!({ "error": msg }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        resp
+    }
+}
+
+impl From<PlanError> for AppError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Parse { .. } | PlanError::Invalid { .. } => {
+                AppError::BadRequest(e.to_string())
+            }
+            PlanError::Infeasible { .. } => AppError::Unprocessable(e.to_string()),
+            PlanError::Solver(m) => AppError::Internal(m),
+        }
+    }
+}
+
+/// Build the router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/site", get(site))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/plan/dry-run", post(dry_run))
+        .route("/api/v1/plan/{id}/approve", post(approve))
+        .route("/api/v1/plan/{id}/reject", post(reject))
+        .route("/api/v1/vms", post(admit_vm))
+        .route("/api/v1/vms/{id}", delete(remove_vm))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let is_write = matches!(
+        *req.method(),
+        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+    );
+    // A dry run changes nothing: it is open like the reads.
+    let is_dry_run = req.uri().path() == "/api/v1/plan/dry-run";
+    if let (true, false, Some(token)) = (is_write, is_dry_run, &state.token) {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return AppError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no plan made yet",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    {
+        let site = state.site.read().unwrap_or_else(|e| e.into_inner());
+        state.metrics.observe(&site);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn site(State(state): State<AppState>) -> Response {
+    let site = state.site.read().unwrap_or_else(|e| e.into_inner());
+    let gain = site.total_gain();
+    let mut body = serde_json::to_value(&*site).unwrap_or_else(|_| json!({}));
+    body["total_gain"] = json!(gain);
+    Json(body).into_response()
+}
+
+async fn plan(State(state): State<AppState>) -> Result<Response, AppError> {
+    let site = state.site.read().unwrap_or_else(|e| e.into_inner());
+    match &site.latest_plan {
+        Some(p) => Ok(Json(p).into_response()),
+        None => Err(AppError::NotFound("no plan has been made yet".into())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DryRunQuery {
+    solver: Option<String>,
+    time_limit_ms: Option<u64>,
+}
+
+async fn dry_run(
+    axum::extract::Query(q): axum::extract::Query<DryRunQuery>,
+    body: String,
+) -> Result<Response, AppError> {
+    let snap = scheduler::parse_snapshot(&body)?;
+    let solver = match q.solver.as_deref() {
+        None => scheduler::SolverKind::default(),
+        Some(s) => s.parse().map_err(AppError::BadRequest)?,
+    };
+    let opts = SolveOptions {
+        solver,
+        time_limit: q.time_limit_ms.map(std::time::Duration::from_millis),
+        with_baseline: true,
+    };
+    let plan = tokio::task::spawn_blocking(move || scheduler::solve(&snap, &opts))
+        .await
+        .map_err(|e| AppError::Internal(format!("planner task failed: {e}")))??;
+    Ok(Json(plan).into_response())
+}
+
+fn check_vm(vm: &Vm) -> Result<(), AppError> {
+    let bad = |field: &str, problem: &str| {
+        Err(AppError::BadRequest(format!(
+            "invalid field `{field}`: {problem}"
+        )))
+    };
+    if vm.id.is_empty() || vm.id.len() > 128 || !protocol::topics::valid_level(&vm.id) {
+        return bad("id", "must be 1–128 characters without / + #");
+    }
+    if vm.vcpus == 0 {
+        return bad("vcpus", "must be at least 1");
+    }
+    if !(vm.mem_gib.is_finite() && vm.mem_gib >= 0.0) {
+        return bad("mem_gib", "must be a non-negative number");
+    }
+    if vm.host.is_some() {
+        return bad(
+            "host",
+            "a new VM is admitted pending; the planner places it",
+        );
+    }
+    match vm.kind {
+        VmKind::Interactive => match vm.load {
+            Some(l) if (0.0..=1.0).contains(&l) => {}
+            _ => return bad("load", "an interactive VM needs a load in [0, 1]"),
+        },
+        VmKind::Batch => {
+            if !vm.work_core_h.is_some_and(|w| w.is_finite() && w >= 0.0) {
+                return bad(
+                    "work_core_h",
+                    "a batch VM needs non-negative remaining work",
+                );
+            }
+            if vm.deadline.is_none() {
+                return bad("deadline", "a batch VM needs a deadline");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn admit_vm(State(state): State<AppState>, body: String) -> Result<Response, AppError> {
+    let de = &mut serde_json::Deserializer::from_str(&body);
+    let vm: Vm = serde_path_to_error::deserialize(de).map_err(|e| {
+        AppError::BadRequest(format!("malformed VM at `{}`: {}", e.path(), e.inner()))
+    })?;
+    check_vm(&vm)?;
+    {
+        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
+        if site.vms.contains_key(&vm.id) {
+            return Err(AppError::Conflict(format!("vm {} already exists", vm.id)));
+        }
+        site.vms.insert(vm.id.clone(), vm.clone());
+    }
+    tracing::info!(vm = %vm.id, vcpus = vm.vcpus, "VM admitted; it will be placed by the next plan.");
+    let _ = state.events.send(ApiEvent::VmAdmitted(vm.clone()));
+    Ok((StatusCode::CREATED, Json(vm)).into_response())
+}
+
+async fn remove_vm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let removed = {
+        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
+        site.vms.remove(&id)
+    };
+    match removed {
+        Some(_) => {
+            tracing::info!(vm = %id, "VM removed.");
+            let _ = state.events.send(ApiEvent::VmRemoved(id));
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        None => Err(AppError::NotFound(format!("no vm {id}"))),
+    }
+}
+
+fn decide(state: &AppState, id: u64, approve: bool) -> Result<Response, AppError> {
+    {
+        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
+        let rec = site
+            .latest_plan
+            .as_mut()
+            .filter(|p| p.id == id)
+            .ok_or_else(|| AppError::NotFound(format!("plan {id} is not the latest plan")))?;
+        if rec.status != PlanStatus::AwaitingApproval {
+            return Err(AppError::Conflict(format!(
+                "plan {id} is not awaiting approval (it is {:?})",
+                rec.status
+            )));
+        }
+        rec.status = if approve {
+            PlanStatus::Applied
+        } else {
+            PlanStatus::Rejected
+        };
+    }
+    tracing::info!(plan = id, approve, "Operator decided on a plan.");
+    let _ = state.events.send(ApiEvent::PlanDecision { id, approve });
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn approve(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Response, AppError> {
+    decide(&state, id, true)
+}
+
+async fn reject(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Response, AppError> {
+    decide(&state, id, false)
+}

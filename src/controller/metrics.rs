@@ -1,0 +1,239 @@
+//! The controller's Prometheus metrics (`/metrics`, OpenMetrics text via
+//! prometheus-client): plan cost and gain over the baseline, heat offered,
+//! demanded and delivered, power and temperatures per node, solve time,
+//! stale nodes, and error counters of the MQTT, Modbus and time-series
+//! paths.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::state::SiteState;
+
+/// Label set naming a node.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// Node id.
+    pub node: String,
+}
+
+/// Label set naming a consumer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabel {
+    /// Consumer id.
+    pub consumer: String,
+}
+
+/// Label set naming an error source.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`.
+    pub source: String,
+}
+
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// All metrics, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Cost of the latest plan over its horizon.
+    pub plan_cost: GaugeF,
+    /// Cost of the greedy baseline on the same snapshot.
+    pub plan_baseline_cost: GaugeF,
+    /// `baseline − cost` of the latest plan.
+    pub plan_gain: GaugeF,
+    /// Lower bound on the optimal cost of the latest snapshot.
+    pub plan_lower_bound: GaugeF,
+    /// Solve time of the latest plan, s.
+    pub plan_solve_seconds: GaugeF,
+    /// Plans made.
+    pub plans: Counter,
+    /// Control periods in which no plan could be made.
+    pub plan_failures: Counter,
+    /// Heat demand per consumer, kW.
+    pub heat_demand_kw: Family<ConsumerLabel, GaugeF>,
+    /// Heat offered per consumer, kW.
+    pub heat_offered_kw: Family<ConsumerLabel, GaugeF>,
+    /// Heat delivered (planned, first step) in total, kW.
+    pub heat_delivered_kw: GaugeF,
+    /// IT power (planned, first step), kW.
+    pub it_power_kw: GaugeF,
+    /// Latest measured power per node, W.
+    pub node_power_w: Family<NodeLabel, GaugeF>,
+    /// Latest CPU temperature per node, °C.
+    pub node_temp_c: Family<NodeLabel, GaugeF>,
+    /// Nodes whose telemetry is stale.
+    pub stale_nodes: Gauge,
+    /// Errors by source.
+    pub errors: Family<SourceLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("phoenix");
+        let m = Self {
+            plan_cost: GaugeF::default(),
+            plan_baseline_cost: GaugeF::default(),
+            plan_gain: GaugeF::default(),
+            plan_lower_bound: GaugeF::default(),
+            plan_solve_seconds: GaugeF::default(),
+            plans: Counter::default(),
+            plan_failures: Counter::default(),
+            heat_demand_kw: Family::default(),
+            heat_offered_kw: Family::default(),
+            heat_delivered_kw: GaugeF::default(),
+            it_power_kw: GaugeF::default(),
+            node_power_w: Family::default(),
+            node_temp_c: Family::default(),
+            stale_nodes: Gauge::default(),
+            errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "plan_cost",
+            "Cost of the latest plan over its horizon",
+            m.plan_cost.clone(),
+        );
+        registry.register(
+            "plan_baseline_cost",
+            "Cost of the greedy baseline plan on the same snapshot",
+            m.plan_baseline_cost.clone(),
+        );
+        registry.register(
+            "plan_gain",
+            "Baseline cost minus plan cost",
+            m.plan_gain.clone(),
+        );
+        registry.register(
+            "plan_lower_bound",
+            "Proven lower bound on the optimal cost of the latest snapshot",
+            m.plan_lower_bound.clone(),
+        );
+        registry.register_with_unit(
+            "plan_solve",
+            "Solve time of the latest plan",
+            Unit::Seconds,
+            m.plan_solve_seconds.clone(),
+        );
+        registry.register("plans", "Plans made", m.plans.clone());
+        registry.register(
+            "plan_failures",
+            "Control periods in which no plan could be made",
+            m.plan_failures.clone(),
+        );
+        registry.register(
+            "heat_demand_kw",
+            "Heat demand per consumer (kW)",
+            m.heat_demand_kw.clone(),
+        );
+        registry.register(
+            "heat_offered_kw",
+            "Heat offered per consumer (kW)",
+            m.heat_offered_kw.clone(),
+        );
+        registry.register(
+            "heat_delivered_kw",
+            "Heat delivered, planned first step (kW)",
+            m.heat_delivered_kw.clone(),
+        );
+        registry.register(
+            "it_power_kw",
+            "IT power, planned first step (kW)",
+            m.it_power_kw.clone(),
+        );
+        registry.register(
+            "node_power_w",
+            "Measured power per node (W)",
+            m.node_power_w.clone(),
+        );
+        registry.register(
+            "node_temperature_c",
+            "Hottest CPU temperature per node (°C)",
+            m.node_temp_c.clone(),
+        );
+        registry.register(
+            "stale_nodes",
+            "Nodes whose telemetry is stale",
+            m.stale_nodes.clone(),
+        );
+        registry.register("errors", "Errors by source", m.errors.clone());
+        Self { registry, ..m }
+    }
+
+    /// Count one error of `source`.
+    pub fn error(&self, source: &str) {
+        self.errors
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .inc();
+    }
+
+    /// Refresh the gauges that mirror the site state.
+    pub fn observe(&self, site: &SiteState) {
+        let mut stale = 0;
+        for (id, n) in &site.nodes {
+            if n.stale {
+                stale += 1;
+            }
+            let label = NodeLabel { node: id.clone() };
+            if let Some(t) = &n.telemetry {
+                if let Some(p) = t.power_w {
+                    self.node_power_w.get_or_create(&label).set(p);
+                }
+                if let Some(c) = t.cpu_temp_c {
+                    self.node_temp_c.get_or_create(&label).set(c);
+                }
+            }
+        }
+        self.stale_nodes.set(stale);
+        for (id, c) in &site.consumers {
+            let label = ConsumerLabel {
+                consumer: id.clone(),
+            };
+            if let Some(d) = &c.demand {
+                self.heat_demand_kw.get_or_create(&label).set(d.demand_kw);
+            }
+            if let Some(o) = c.offered_kw {
+                self.heat_offered_kw.get_or_create(&label).set(o);
+            }
+        }
+        if let Some(rec) = &site.latest_plan {
+            let p = &rec.plan;
+            self.plan_cost.set(p.objective.cost);
+            if let Some(b) = p.baseline_cost {
+                self.plan_baseline_cost.set(b);
+                self.plan_gain.set(b - p.objective.cost);
+            }
+            if let Some(lb) = p.lower_bound {
+                self.plan_lower_bound.set(lb);
+            }
+            self.plan_solve_seconds.set(p.solve_ms / 1000.0);
+            let first = |v: &Vec<f64>| v.first().copied().unwrap_or(0.0);
+            self.heat_delivered_kw
+                .set(p.heat_kw.values().map(first).sum());
+            self.it_power_kw
+                .set(p.power_w.values().map(first).sum::<f64>() / 1000.0);
+        }
+    }
+
+    /// The metrics in OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,653 @@
+//! The controller daemon: the facility bridge in-process, an MQTT session
+//! for the agents, the HTTP API, the optional time-series writer, and the
+//! control loop that ties them together.
+//!
+//! Every control period: read the consumers' demand from the bridge, plan
+//! on a copy of the site state (off the async runtime), commit, and — in
+//! `apply` mode, or once an operator approves — carry out the first step:
+//! actions through the actuator, caps with leases to the agents, heat offers
+//! to the consumers, the supply setpoint to the heat pump. Nothing here
+//! blocks on a peer: a broker restart, a silent node or consumer, a database
+//! or Modbus device that is down are logged, counted, and recovered from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hvac_bridge::consumer::CurrentDemand;
+use hvac_bridge::{Bridge, BridgeHandle, SiteConfig};
+use protocol::measurements::{self as m, fields as f, Point};
+use protocol::topics::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
+use protocol::units::Celsius;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::actuator::{Actuator, Outcome};
+use super::api::{self, ApiEvent, AppState};
+use super::apply;
+use super::config::{ControllerConfig, Mode};
+use super::cycle::{self, PeriodOutcome};
+use super::metrics::Metrics;
+use super::nodes::{self, CapSequencer};
+use super::snapshot::DemandView;
+use super::state::{NodeState, PlanStatus, ServerInfo, SiteState};
+use crate::influx::{self, InfluxSink};
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The site file has no `[controller]` section.
+    #[error("the site file has no [controller] section")]
+    NoControllerSection,
+    /// The `[controller]` section is invalid.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// The bridge could not start.
+    #[error("facility bridge: {0}")]
+    Bridge(#[from] hvac_bridge::BridgeError),
+    /// The API address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Site time: the wall clock, or an accelerated clock for the demo.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin_real: Instant,
+    origin: DateTime<Utc>,
+    speed: f64,
+}
+
+impl Clock {
+    /// The wall clock.
+    pub fn wall() -> Self {
+        Self::accelerated(Utc::now(), 1.0)
+    }
+
+    /// Site time starting at `start`, running `speed` times faster than the
+    /// wall clock.
+    pub fn accelerated(start: DateTime<Utc>, speed: f64) -> Self {
+        Self {
+            origin_real: Instant::now(),
+            origin: start,
+            speed: speed.max(1e-3),
+        }
+    }
+
+    /// Site time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        let sim_s = self.origin_real.elapsed().as_secs_f64() * self.speed;
+        self.origin + chrono::Duration::milliseconds((sim_s * 1000.0) as i64)
+    }
+
+    /// Real time that `site_s` seconds of site time take.
+    pub fn real(&self, site_s: f64) -> Duration {
+        Duration::from_secs_f64((site_s / self.speed).max(0.0))
+    }
+}
+
+/// Handles to a running controller (for the demo and tests).
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The API's state: the site, metrics, readiness.
+    pub app: AppState,
+    /// The address the API listens on.
+    pub api_addr: SocketAddr,
+    /// The bridge's handle.
+    pub bridge: BridgeHandle,
+    /// The time-series writer, when configured.
+    pub influx: Option<InfluxSink>,
+}
+
+fn initial_state(site_id: &str, cfg: &ControllerConfig) -> SiteState {
+    let mut s = SiteState {
+        site: site_id.to_string(),
+        ..Default::default()
+    };
+    for srv in &cfg.servers {
+        s.nodes.insert(
+            srv.id.clone(),
+            NodeState {
+                info: ServerInfo {
+                    id: srv.id.clone(),
+                    cores: srv.cores,
+                    mem_gib: srv.mem_gib,
+                    temp_limit_c: srv.temp_limit_c,
+                    heat_loop: srv.heat_loop.clone(),
+                },
+                // Servers are assumed on until a plan switches them off; one
+                // that never reports is stale and planned conservatively.
+                on: true,
+                online: false,
+                stale: false,
+                last_seen: None,
+                telemetry: None,
+            },
+        );
+    }
+    for l in &cfg.loops {
+        s.consumers.insert(
+            l.consumer.clone(),
+            super::state::ConsumerState {
+                id: l.consumer.clone(),
+                heat_loop: l.id.clone(),
+                stale: true,
+                last_seen: None,
+                demand: None,
+                offered_kw: None,
+            },
+        );
+    }
+    s
+}
+
+fn demand_view(d: &CurrentDemand) -> DemandView {
+    DemandView {
+        now_kw: d.demand_kw,
+        forecast_kw: d.forecast_kw.clone().unwrap_or_default(),
+        forecast_step_s: d.step_s.unwrap_or(0.0),
+        heat_value_per_kwh: d.heat_value_per_kwh,
+    }
+}
+
+/// Start the controller: the bridge, the MQTT session, the API (on
+/// `api_listener` when given, else `[controller.api] listen`), the writer and
+/// the control loop. Returns once everything runs; the loop stops when
+/// `shutdown` turns true, and the returned join handle ends after a clean
+/// stop (status `offline`, bridge restored, writer flushed).
+pub async fn start(
+    site_cfg: SiteConfig<ControllerConfig>,
+    clock: Clock,
+    api_listener: Option<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Running, tokio::task::JoinHandle<()>), ControllerError> {
+    let cfg = site_cfg
+        .controller
+        .clone()
+        .ok_or(ControllerError::NoControllerSection)?;
+    cfg.validate()?;
+    let site_id = site_cfg.mqtt.site.clone();
+    let bridge = Bridge::start(&site_cfg).await?;
+    let handle = bridge.handle();
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let token = match (&cfg.api.token, &cfg.api.token_env) {
+        (_, Some(var)) => std::env::var(var).ok(),
+        (t, None) => t.clone(),
+    };
+    let app = AppState {
+        site: Arc::new(RwLock::new(initial_state(&site_id, &cfg))),
+        metrics: Arc::new(Metrics::new()),
+        token,
+        events: events_tx,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+
+    let listener = match api_listener {
+        Some(l) => l,
+        None => {
+            TcpListener::bind(cfg.api.listen)
+                .await
+                .map_err(|source| ControllerError::Bind {
+                    addr: cfg.api.listen,
+                    source,
+                })?
+        }
+    };
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| ControllerError::Bind {
+            addr: cfg.api.listen,
+            source,
+        })?;
+    let router = api::app(app.clone());
+    let mut api_shutdown = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = api_shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP API stopped.");
+        }
+    });
+    tracing::info!(addr = %api_addr, "HTTP API and web page listening.");
+
+    let (influx_sink, influx_task) = match &cfg.influx {
+        Some(ic) => {
+            let (sink, task) = influx::spawn(ic.clone(), shutdown.clone());
+            (Some(sink), Some(task))
+        }
+        None => (None, None),
+    };
+
+    let topics = Topics::new(site_id.clone());
+    let (host, port) = site_cfg
+        .mqtt
+        .host_port()
+        .map_err(hvac_bridge::BridgeError::from)?;
+    let mut opts = MqttOptions::new(format!("phoenix-controller-{site_id}"), host, port);
+    opts.set_keep_alive(Duration::from_secs(site_cfg.mqtt.keep_alive_s.max(5)));
+    opts.set_max_packet_size(256 * 1024, 256 * 1024);
+    opts.set_clean_session(true);
+    opts.set_last_will(LastWill::new(
+        topics.controller_status(),
+        STATUS_OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, eventloop) = AsyncClient::new(opts, 4096);
+    let mqtt_task = tokio::spawn(mqtt_loop(
+        eventloop,
+        client.clone(),
+        topics.clone(),
+        app.clone(),
+        clock,
+        shutdown.clone(),
+    ));
+
+    let running = Running {
+        app: app.clone(),
+        api_addr,
+        bridge: handle.clone(),
+        influx: influx_sink.clone(),
+    };
+    let ctl = Loop {
+        cfg,
+        clock,
+        app,
+        bridge: handle,
+        client,
+        topics,
+        actuator: Actuator::new(Default::default()),
+        influx: influx_sink,
+        caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
+        last_caps: BTreeMap::new(),
+    };
+    let join = tokio::spawn(async move {
+        let mut ctl = ctl;
+        ctl.actuator = Actuator::new(ctl.cfg.actuator.clone());
+        ctl.run(events_rx, shutdown).await;
+        let _ = ctl
+            .client
+            .publish(
+                ctl.topics.controller_status(),
+                QoS::AtLeastOnce,
+                true,
+                STATUS_OFFLINE,
+            )
+            .await;
+        // Give the session a moment to send `offline` before disconnecting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = ctl.client.disconnect().await;
+        let _ = mqtt_task.await;
+        bridge.shutdown().await;
+        let _ = api_task.await;
+        if let Some(t) = influx_task {
+            let _ = t.await;
+        }
+        tracing::info!("Controller stopped.");
+    });
+    Ok((running, join))
+}
+
+/// The agents' side of MQTT: subscribe on every ConnAck, ingest telemetry
+/// and status, back off on errors.
+async fn mqtt_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    topics: Topics,
+    app: AppState,
+    clock: Clock,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(250);
+                tracing::info!("Controller connected to the MQTT broker.");
+                for t in [topics.all_node_telemetry(), topics.all_node_status()] {
+                    if let Err(e) = client.subscribe(t, QoS::AtLeastOnce).await {
+                        tracing::warn!(error = %e, "Subscribing failed.");
+                    }
+                }
+                let _ = client
+                    .publish(
+                        topics.controller_status(),
+                        QoS::AtLeastOnce,
+                        true,
+                        STATUS_ONLINE,
+                    )
+                    .await;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let mut site = app.site.write().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = nodes::ingest(&mut site, &topics, &p.topic, &p.payload, clock.now())
+                {
+                    app.metrics.error("payload");
+                    tracing::warn!(topic = %p.topic, error = %e, "Agent message refused.");
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                if *shutdown.borrow() {
+                    return;
+                }
+                app.metrics.error("mqtt");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+struct Loop {
+    cfg: ControllerConfig,
+    clock: Clock,
+    app: AppState,
+    bridge: BridgeHandle,
+    client: AsyncClient,
+    topics: Topics,
+    actuator: Actuator,
+    influx: Option<InfluxSink>,
+    caps: CapSequencer,
+    /// Caps of the plan in force, re-sent every period to renew the lease.
+    last_caps: BTreeMap<String, f64>,
+}
+
+impl Loop {
+    async fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<ApiEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // Let agents report once before the first plan (a node that has not
+        // reported is stale and frozen in place).
+        let warmup = self
+            .clock
+            .real(self.cfg.node_stale_after_s)
+            .min(Duration::from_secs(5));
+        let mut next = tokio::time::Instant::now() + warmup;
+        let mut plan_id = 0u64;
+        let mut pending: Option<PeriodOutcome> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.changed() => {}
+                Some(ev) = events.recv() => {
+                    if let ApiEvent::PlanDecision { id, approve: true } = ev {
+                        if let Some(out) = pending.take().filter(|o| o.record.id == id) {
+                            tracing::info!(plan = id, "Applying the approved plan.");
+                            self.carry_out(&out).await;
+                        }
+                    }
+                    continue;
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            next += self.clock.real(self.cfg.control_period_s);
+            plan_id += 1;
+            let now = self.clock.now();
+            let demands = self.bridge.demands();
+            self.observe_consumers(&demands, now);
+            let views: BTreeMap<String, DemandView> = demands
+                .iter()
+                .map(|(k, d)| (k.clone(), demand_view(d)))
+                .collect();
+            let read = self
+                .app
+                .site
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let cfg = self.cfg.clone();
+            let planned = tokio::task::spawn_blocking(move || {
+                cycle::plan_period(&cfg, &read, &views, plan_id, now)
+            })
+            .await;
+            match planned {
+                Ok(Ok(out)) => {
+                    {
+                        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+                        cycle::commit(&mut site, &out);
+                    }
+                    self.app.metrics.plans.inc();
+                    self.app.ready.store(true, Ordering::Relaxed);
+                    let p = &out.record.plan;
+                    tracing::info!(
+                        plan = plan_id,
+                        cost = p.objective.cost,
+                        baseline = p.baseline_cost.unwrap_or(f64::NAN),
+                        migrations = p.migrations.len(),
+                        heat_kw = out.history.delivered_kw,
+                        solve_ms = p.solve_ms,
+                        "Plan made."
+                    );
+                    match self.cfg.mode {
+                        Mode::Apply => self.carry_out(&out).await,
+                        Mode::Approval => {
+                            self.renew_caps(now).await;
+                            pending = Some(out.clone());
+                        }
+                        Mode::DryRun => {}
+                    }
+                    self.write_points(&out, now);
+                }
+                Ok(Err(e)) => {
+                    self.app.metrics.plan_failures.inc();
+                    tracing::warn!(error = %e, "No plan this period; the previous one stays in force.");
+                    self.renew_caps(now).await;
+                }
+                Err(e) => {
+                    self.app.metrics.plan_failures.inc();
+                    tracing::error!(error = %e, "Planner task failed.");
+                }
+            }
+        }
+    }
+
+    fn observe_consumers(&self, demands: &BTreeMap<String, CurrentDemand>, now: DateTime<Utc>) {
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        for (id, d) in demands {
+            if let Some(c) = site.consumers.get_mut(id) {
+                c.stale = d.source == hvac_bridge::consumer::DemandSource::Fallback;
+                c.last_seen = d
+                    .age_s
+                    .map(|a| now - chrono::Duration::milliseconds((a * 1000.0) as i64));
+                c.demand = Some(protocol::payloads::HeatDemand {
+                    ts: now,
+                    demand_kw: d.demand_kw,
+                    forecast_kw: d.forecast_kw.clone(),
+                    step_s: d.step_s,
+                    heat_value_per_kwh: d.heat_value_per_kwh,
+                    supply_temp_c: d.supply_temp_c,
+                });
+            }
+        }
+    }
+
+    /// Carry out the first step of a plan.
+    async fn carry_out(&mut self, out: &PeriodOutcome) {
+        let now = self.clock.now();
+        let mut results = Vec::new();
+        for action in apply::actions(&out.snapshot, &out.record.plan) {
+            let outcome = self.actuator.execute(&action).await;
+            if let Outcome::Failed(_) = &outcome {
+                self.app.metrics.error("actuator");
+            }
+            results.push((action, outcome));
+        }
+        {
+            let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+            apply::record(&mut site, &results);
+            if let Some(rec) = site.latest_plan.as_mut().filter(|r| r.id == out.record.id) {
+                rec.status = PlanStatus::Applied;
+            }
+        }
+        self.last_caps = apply::caps(&self.cfg, &out.record.plan);
+        self.renew_caps(now).await;
+        for (consumer, offer) in apply::offers(&self.cfg, &out.record.plan, now) {
+            match self.bridge.publish_offer(&consumer, &offer).await {
+                Ok(()) => {
+                    let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = site.consumers.get_mut(&consumer) {
+                        c.offered_kw = Some(offer.available_kw);
+                    }
+                }
+                Err(e) => {
+                    self.app.metrics.error("mqtt");
+                    tracing::warn!(consumer = %consumer, error = %e, "Offer not published.");
+                }
+            }
+        }
+        // The heat pump follows the supply temperature the consumers ask for.
+        let wanted = self
+            .bridge
+            .demands()
+            .values()
+            .filter_map(|d| d.supply_temp_c)
+            .fold(None, |acc: Option<f64>, t| {
+                Some(acc.map_or(t, |a| a.max(t)))
+            });
+        if let Some(t) = wanted {
+            match self.bridge.set_supply_temp_c(Celsius(t)).await {
+                Ok(()) => tracing::info!(supply_c = t, "Heat pump supply setpoint sent."),
+                Err(hvac_bridge::BridgeError::NoDeviceWithRole(_)) => {}
+                Err(e) => {
+                    self.app.metrics.error("modbus");
+                    tracing::warn!(error = %e, "Supply setpoint not written.");
+                }
+            }
+        }
+    }
+
+    /// Send the caps of the plan in force again, renewing their lease.
+    async fn renew_caps(&mut self, now: DateTime<Utc>) {
+        let lease_s = self.cfg.lease_s();
+        for (node, cap_w) in &self.last_caps {
+            let cmd = self.caps.command(Some(*cap_w), lease_s, now);
+            let body = match serde_json::to_string(&cmd) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cap command not encodable.");
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .client
+                .publish(self.topics.node_cap(node), QoS::AtLeastOnce, false, body)
+                .await
+            {
+                self.app.metrics.error("mqtt");
+                tracing::warn!(node = %node, error = %e, "Cap not sent.");
+            }
+        }
+    }
+
+    fn write_points(&self, out: &PeriodOutcome, now: DateTime<Utc>) {
+        let Some(sink) = &self.influx else {
+            return;
+        };
+        let ts = now.timestamp_nanos_opt().unwrap_or_default();
+        let site_id = self.topics.site();
+        let plan = &out.record.plan;
+        let o = &plan.objective;
+        let first = |v: Option<&Vec<f64>>| v.and_then(|v| v.first().copied()).unwrap_or(0.0);
+        let on = plan.servers_on.values().filter(|b| **b).count() as i64;
+        let mut points = vec![
+            Point::new(m::PLAN, ts)
+                .tag("site", site_id)
+                .tag("solver", plan.solver.clone())
+                .float(f::COST, o.cost)
+                .float(f::BASELINE_COST, plan.baseline_cost.unwrap_or(f64::NAN))
+                .float(f::GAIN, plan.baseline_cost.map_or(f64::NAN, |b| b - o.cost))
+                .float(f::LOWER_BOUND, plan.lower_bound.unwrap_or(f64::NAN))
+                .float(f::SOLVE_MS, plan.solve_ms)
+                .int(f::MIGRATIONS, o.migrations as i64)
+                .int(f::SWITCHES, o.switches as i64)
+                .int(f::SERVERS_ON, on)
+                .float(f::ENERGY_KWH, o.energy_kwh)
+                .float(f::HEAT_DELIVERED_KWH, o.heat_delivered_kwh),
+            Point::new(m::SITE, ts)
+                .tag("site", site_id)
+                .float(f::IT_POWER_KW, out.history.it_power_kw)
+                .float(
+                    f::ELECTRICITY_PRICE_PER_KWH,
+                    out.snapshot
+                        .electricity_price_per_kwh
+                        .first()
+                        .copied()
+                        .unwrap_or(f64::NAN),
+                )
+                .int(f::SERVERS_ON, on)
+                .int(f::VMS, out.snapshot.vms.len() as i64),
+        ];
+        for l in &out.snapshot.loops {
+            points.push(
+                Point::new(m::LOOP, ts)
+                    .tag("site", site_id)
+                    .tag("loop", l.id.clone())
+                    .float(f::HEAT_DELIVERED_KW, first(plan.heat_kw.get(&l.id)))
+                    .float(
+                        f::HEAT_DEMAND_KW,
+                        l.demand_kw.first().copied().unwrap_or(0.0),
+                    )
+                    .float(f::HEAT_OFFERED_KW, first(plan.heat_kw.get(&l.id))),
+            );
+        }
+        let site = self.app.site.read().unwrap_or_else(|e| e.into_inner());
+        for (id, c) in &site.consumers {
+            points.push(
+                Point::new(m::CONSUMER, ts)
+                    .tag("site", site_id)
+                    .tag("consumer", id.clone())
+                    .float(
+                        f::DEMAND_KW,
+                        c.demand.as_ref().map_or(f64::NAN, |d| d.demand_kw),
+                    )
+                    .float(f::DELIVERED_KW, c.offered_kw.unwrap_or(f64::NAN)),
+            );
+        }
+        for (id, n) in &site.nodes {
+            let t = n.telemetry.as_ref();
+            let vms = site
+                .vms
+                .values()
+                .filter(|v| v.host.as_deref() == Some(id))
+                .count() as i64;
+            let mut p = Point::new(m::SERVER, ts)
+                .tag("site", site_id)
+                .tag("node", id.clone())
+                .float(f::POWER_W, t.and_then(|t| t.power_w).unwrap_or(f64::NAN))
+                .float(f::CPU_UTIL, t.map_or(f64::NAN, |t| t.cpu_util))
+                .float(f::TEMP_C, t.and_then(|t| t.cpu_temp_c).unwrap_or(f64::NAN))
+                .float(
+                    f::CAP_W,
+                    self.last_caps.get(id).copied().unwrap_or(f64::NAN),
+                )
+                .int(f::ON, i64::from(n.on))
+                .int(f::VMS, vms);
+            if let Some(l) = &n.info.heat_loop {
+                p = p.tag("loop", l.clone());
+            }
+            points.push(p);
+        }
+        sink.push_all(&points);
+    }
+}

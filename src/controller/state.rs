@@ -1,0 +1,148 @@
+//! What the controller knows about its site, as the API and the web page
+//! show it: nodes with their latest telemetry, VMs admitted, consumers with
+//! their latest demand, the latest plan, and a short history for charts.
+//!
+//! The control loop owns the writes; the API reads a consistent copy under a
+//! read lock and answers from it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use protocol::payloads::{HeatDemand, Telemetry};
+use scheduler::model::{Plan, Vm};
+use serde::Serialize;
+
+/// How many history points the controller keeps for its page (one per
+/// control period: a week of 15-minute periods).
+pub const HISTORY_LEN: usize = 672;
+
+/// Static facts about one server (from the site configuration).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerInfo {
+    /// Node id (as in MQTT topics and snapshots).
+    pub id: String,
+    /// Physical cores.
+    pub cores: u32,
+    /// Memory, GiB.
+    pub mem_gib: f64,
+    /// Component temperature limit, °C.
+    pub temp_limit_c: f64,
+    /// Heat loop, if any.
+    #[serde(rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub heat_loop: Option<String>,
+}
+
+/// A node as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeState {
+    /// Static facts.
+    #[serde(flatten)]
+    pub info: ServerInfo,
+    /// Whether the plan in force keeps it on.
+    pub on: bool,
+    /// Agent status (`online` retained message seen, no last will since).
+    pub online: bool,
+    /// No telemetry within the staleness window: planned conservatively.
+    pub stale: bool,
+    /// When telemetry last arrived.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The latest telemetry.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// A heat consumer as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumerState {
+    /// Consumer id.
+    pub id: String,
+    /// Loop that feeds it.
+    #[serde(rename = "loop")]
+    pub heat_loop: String,
+    /// No demand within the staleness window: the fallback demand applies.
+    pub stale: bool,
+    /// When demand last arrived.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The latest demand message.
+    pub demand: Option<HeatDemand>,
+    /// Heat offered in the latest offer, kW.
+    pub offered_kw: Option<f64>,
+}
+
+/// Where a plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Applied to the site.
+    Applied,
+    /// Computed in dry-run mode: shown, not applied.
+    DryRun,
+    /// Waiting for an operator's approval.
+    AwaitingApproval,
+    /// Refused by an operator, or superseded before approval.
+    Rejected,
+}
+
+/// A plan with its context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRecord {
+    /// Sequence number of the plan (one per control period).
+    pub id: u64,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: PlanStatus,
+    /// The plan itself (`phoenix.plan/v1`).
+    pub plan: Plan,
+}
+
+/// One point of the page's history (one per control period).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// Time.
+    pub at: DateTime<Utc>,
+    /// Heat demand of all consumers, kW.
+    pub demand_kw: f64,
+    /// Heat delivered (planned first step), kW.
+    pub delivered_kw: f64,
+    /// IT power (planned first step), kW.
+    pub it_power_kw: f64,
+    /// Plan cost over its horizon.
+    pub cost: f64,
+    /// Greedy baseline's cost over the same horizon.
+    pub baseline_cost: Option<f64>,
+}
+
+/// Everything the controller knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SiteState {
+    /// Site id.
+    pub site: String,
+    /// Nodes by id.
+    pub nodes: BTreeMap<String, NodeState>,
+    /// VMs by id (their `host` is where they run now).
+    pub vms: BTreeMap<String, Vm>,
+    /// Consumers by id.
+    pub consumers: BTreeMap<String, ConsumerState>,
+    /// The latest plan.
+    pub latest_plan: Option<PlanRecord>,
+    /// History for charts, oldest first.
+    pub history: VecDeque<HistoryPoint>,
+}
+
+impl SiteState {
+    /// Append a history point, keeping at most [`HISTORY_LEN`].
+    pub fn record(&mut self, point: HistoryPoint) {
+        self.history.push_back(point);
+        while self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
+        }
+    }
+
+    /// Total gain over the baseline across the history.
+    pub fn total_gain(&self) -> f64 {
+        self.history
+            .iter()
+            .filter_map(|h| h.baseline_cost.map(|b| b - h.cost))
+            .sum()
+    }
+}

@@ -1,0 +1,318 @@
+//! `phoenix demo`: the whole system in one process on embedded defaults.
+//!
+//! - An embedded MQTT broker (rumqttd) on a free loopback port.
+//! - A live twin of a small site: 24 recycled servers (SPECpower curves of
+//!   reference/physics.md) playing their agents over MQTT (telemetry out,
+//!   caps obeyed), a greenhouse publishing its heat demand and forecast, a
+//!   heat pump and a heat meter as Modbus TCP devices — physics from the
+//!   `simulator` crate (RC temperature, greenhouse heat balance, weather).
+//! - The controller (`phoenix controller`) on an accelerated clock, with its
+//!   bridge, API and web page.
+//!
+//! Time runs `speed` times faster than the wall clock; the demo stops by
+//! itself after `duration` real seconds, or on Ctrl-C.
+
+pub mod device;
+mod twin;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use hvac_bridge::SiteConfig;
+use tokio::sync::watch;
+
+use crate::controller::config::ControllerConfig;
+use crate::controller::run::{self, ControllerError};
+pub use crate::controller::run::Clock;
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the API and page listen.
+    pub http: SocketAddr,
+    /// Site seconds per real second.
+    pub speed: f64,
+    /// Real seconds to run; `None` until stopped.
+    pub duration_s: Option<f64>,
+    /// Seed of the weather and workload.
+    pub seed: u64,
+    /// Print the running summary to stdout.
+    pub print: bool,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The broker could not start.
+    #[error("embedded MQTT broker: {0}")]
+    Broker(String),
+    /// A demo device could not be served.
+    #[error("demo Modbus device: {0}")]
+    Device(#[from] std::io::Error),
+    /// The embedded site file is wrong (a bug).
+    #[error("embedded site config: {0}")]
+    Config(String),
+    /// The controller could not start.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The twin failed.
+    #[error("site twin: {0}")]
+    Twin(String),
+}
+
+/// What the demo achieved, printed at the end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DemoSummary {
+    /// Site time simulated, h.
+    pub site_hours: f64,
+    /// Plans made.
+    pub plans: u64,
+    /// Heat demand, kWh.
+    pub heat_demand_kwh: f64,
+    /// Heat delivered by the servers, kWh.
+    pub heat_delivered_kwh: f64,
+    /// Gain over the greedy baseline, summed over the plans' horizons.
+    pub gain: f64,
+    /// Migrations carried out.
+    pub migrations: usize,
+    /// Hottest component seen, °C.
+    pub max_temp_c: f64,
+    /// Batch jobs finished.
+    pub jobs_done: usize,
+}
+
+/// Start of site time: a January evening, when heat is worth most.
+pub fn site_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 16, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+/// The embedded site file (the same format as examples/site.toml), with the
+/// broker's and devices' loopback addresses filled in.
+pub fn site_toml(mqtt_port: u16, heatpump: SocketAddr, heatmeter: SocketAddr) -> String {
+    let mut servers = String::new();
+    for i in 0..twin::SERVERS {
+        let (model, cores, mem, r, inlet) = twin::server_spec(i);
+        servers.push_str(&format!(
+            "\n[[controller.servers]]\nid = \"{}\"\nmodel = \"{model}\"\ncores = {cores}\nmem_gib = {mem}\noff_w = 5\ninlet_c = {inlet}\nr_k_per_w = {r}\ntemp_limit_c = 80\nloop = \"gh1\"\nrecovery = 0.85\n",
+            twin::node_id(i)
+        ));
+    }
+    format!(
+        r#"
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+site = "demo"
+
+[[devices]]
+name = "heatpump"
+address = "{heatpump}"
+unit = 1
+poll_ms = 500
+timeout_ms = 500
+role = "heat_pump"
+
+[[devices.points]]
+name = "supply_setpoint_c"
+table = "holding"
+address = 0
+type = "i16"
+scale = 0.1
+writable = true
+min = 30
+max = 70
+
+[[devices.points]]
+name = "supply_c"
+table = "input"
+address = 0
+type = "i16"
+scale = 0.1
+
+[[devices]]
+name = "heatmeter"
+address = "{heatmeter}"
+unit = 1
+poll_ms = 500
+timeout_ms = 500
+role = "heat_meter"
+
+[[devices.points]]
+name = "power_kw"
+table = "input"
+address = 0
+type = "f32"
+word_order = "ABCD"
+
+[[devices.points]]
+name = "energy_kwh"
+table = "input"
+address = 2
+type = "f32"
+word_order = "ABCD"
+
+[[consumers]]
+id = "gh1"
+stale_after_s = 30
+
+[controller]
+control_period_s = 900
+horizon_steps = 8
+time_limit_ms = 1000
+node_stale_after_s = 300
+max_power_ons_per_period = 4
+
+[controller.prices]
+electricity_per_kwh = [0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.21, 0.21, 0.21, 0.21, 0.21,
+                       0.21, 0.21, 0.21, 0.21, 0.21, 0.30, 0.30, 0.30, 0.30, 0.21, 0.21, 0.12]
+heat_value_per_kwh = 0.11
+
+[controller.policy]
+max_migrations = 6
+migration_cost = 0.002
+switch_cost = 0.01
+cpu_overcommit = 2.0
+
+[[controller.loops]]
+id = "gh1"
+consumer = "gh1"
+max_kw = 8
+supply_temp_c = 40
+
+[[controller.images]]
+id = "ubuntu-24.04"
+shared_mem_gib = 0.5
+{servers}"#
+    )
+}
+
+/// Start rumqttd on `port` (127.0.0.1 only, no console or metrics) on its
+/// own thread.
+fn start_broker(port: u16) -> Result<(), DemoError> {
+    use std::collections::HashMap;
+    let conn = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "demo".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: conn,
+    };
+    let router = rumqttd::RouterConfig {
+        max_connections: 1000,
+        max_outgoing_packet_count: 2000,
+        max_segment_size: 104_857_600,
+        max_segment_count: 10,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("demo".to_string(), server)])),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "Embedded MQTT broker stopped.");
+            }
+        })
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    // Wait until it accepts connections.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > until {
+            return Err(DemoError::Broker(format!("nothing listens on 127.0.0.1:{port}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16, DemoError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Run the demo until `duration_s` has passed or `shutdown` turns true.
+pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<DemoSummary, DemoError> {
+    let mqtt_port = free_port()?;
+    start_broker(mqtt_port)?;
+    let heatpump: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
+    let heatmeter: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
+    let hp_addr = device::serve(heatpump.clone()).await?;
+    let hm_addr = device::serve(heatmeter.clone()).await?;
+
+    let text = site_toml(mqtt_port, hp_addr, hm_addr);
+    let site: SiteConfig<ControllerConfig> =
+        SiteConfig::from_toml(&text).map_err(|e| DemoError::Config(e.to_string()))?;
+    let ctl_cfg = site.controller.clone().ok_or_else(|| DemoError::Config("no [controller]".into()))?;
+
+    let clock = Clock::accelerated(site_start(), opts.speed);
+    let listener = tokio::net::TcpListener::bind(opts.http).await.map_err(|source| {
+        DemoError::Controller(ControllerError::Bind {
+            addr: opts.http,
+            source,
+        })
+    })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (running, join) = run::start(site, clock, Some(listener), stop_rx.clone()).await?;
+    if opts.print {
+        println!("Phoenix demo: open http://{}/ (site time ×{})", running.api_addr, opts.speed);
+    }
+
+    let twin = twin::Twin::new(
+        &ctl_cfg,
+        mqtt_port,
+        clock,
+        opts.seed,
+        running.app.clone(),
+        heatpump,
+        heatmeter,
+    )
+    .map_err(DemoError::Twin)?;
+    let twin_task = tokio::spawn(twin.run(stop_rx, opts.print, ctl_cfg.control_period_s));
+
+    let deadline = opts.duration_s.map(Duration::from_secs_f64);
+    tokio::select! {
+        _ = async { match deadline { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    let _ = stop_tx.send(true);
+    let summary = twin_task.await.map_err(|e| DemoError::Twin(e.to_string()))?;
+    let _ = join.await;
+    if opts.print {
+        println!(
+            "Demo done: {:.1} site hours, {} plans, heat delivered {:.1} of {:.1} kWh demanded ({:.0} %), gain over greedy {:.3}, {} migrations, {} batch jobs done, hottest component {:.1} °C.",
+            summary.site_hours,
+            summary.plans,
+            summary.heat_delivered_kwh,
+            summary.heat_demand_kwh,
+            100.0 * summary.heat_delivered_kwh / summary.heat_demand_kwh.max(1e-9),
+            summary.gain,
+            summary.migrations,
+            summary.jobs_done,
+            summary.max_temp_c
+        );
+    }
+    Ok(summary)
+}
