@@ -255,6 +255,9 @@ fn a_job_the_planner_cannot_serve_in_time_is_replanned_with_a_relaxed_deadline()
     assert!(s.plan_failures >= 1, "{s:?}");
     assert_eq!(s.plans_kept, 0, "a relaxed plan is always found: {s:?}");
     assert!(s.batch_deadline_misses >= 1);
-    assert!(s.batch_jobs_completed + 3 >= s.batch_jobs, "later jobs are not held back: {s:?}");
+    assert!(
+        s.batch_jobs_completed + 3 >= s.batch_jobs,
+        "later jobs are not held back: {s:?}"
+    );
     check_balance(&s);
 }

@@ -74,8 +74,12 @@ impl Service for BankService {
     fn call(&self, req: Self::Request) -> Self::Future {
         let mut b = self.bank.lock().unwrap_or_else(|e| e.into_inner());
         let r = match req {
-            Request::ReadHoldingRegisters(a, n) => slice(&b.holding, a, n).map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(a, n) => slice(&b.input, a, n).map(Response::ReadInputRegisters),
+            Request::ReadHoldingRegisters(a, n) => {
+                slice(&b.holding, a, n).map(Response::ReadHoldingRegisters)
+            }
+            Request::ReadInputRegisters(a, n) => {
+                slice(&b.input, a, n).map(Response::ReadInputRegisters)
+            }
             Request::WriteSingleRegister(a, v) => match b.holding.get_mut(usize::from(a)) {
                 Some(r) => {
                     *r = v;
@@ -112,9 +116,10 @@ pub async fn serve(bank: SharedBank) -> std::io::Result<SocketAddr> {
             async move { accept_tcp_connection(stream, addr, new_service) }
         };
         let _ = server
-            .serve(&on_connected, |e| {
-                tracing::debug!(error = %e, "Demo device connection ended with an error.")
-            })
+            .serve(
+                &on_connected,
+                |e| tracing::debug!(error = %e, "Demo device connection ended with an error."),
+            )
             .await;
     });
     Ok(addr)

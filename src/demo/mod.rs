@@ -24,8 +24,8 @@ use hvac_bridge::SiteConfig;
 use tokio::sync::watch;
 
 use crate::controller::config::ControllerConfig;
-use crate::controller::run::{self, ControllerError};
 pub use crate::controller::run::Clock;
+use crate::controller::run::{self, ControllerError};
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -242,7 +242,9 @@ fn start_broker(port: u16) -> Result<(), DemoError> {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if std::time::Instant::now() > until {
-            return Err(DemoError::Broker(format!("nothing listens on 127.0.0.1:{port}")));
+            return Err(DemoError::Broker(format!(
+                "nothing listens on 127.0.0.1:{port}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -250,11 +252,16 @@ fn start_broker(port: u16) -> Result<(), DemoError> {
 }
 
 fn free_port() -> Result<u16, DemoError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Run the demo until `duration_s` has passed or `shutdown` turns true.
-pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Result<DemoSummary, DemoError> {
+pub async fn run(
+    opts: DemoOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<DemoSummary, DemoError> {
     let mqtt_port = free_port()?;
     start_broker(mqtt_port)?;
     let heatpump: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
@@ -265,19 +272,27 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
     let text = site_toml(mqtt_port, hp_addr, hm_addr);
     let site: SiteConfig<ControllerConfig> =
         SiteConfig::from_toml(&text).map_err(|e| DemoError::Config(e.to_string()))?;
-    let ctl_cfg = site.controller.clone().ok_or_else(|| DemoError::Config("no [controller]".into()))?;
+    let ctl_cfg = site
+        .controller
+        .clone()
+        .ok_or_else(|| DemoError::Config("no [controller]".into()))?;
 
     let clock = Clock::accelerated(site_start(), opts.speed);
-    let listener = tokio::net::TcpListener::bind(opts.http).await.map_err(|source| {
-        DemoError::Controller(ControllerError::Bind {
-            addr: opts.http,
-            source,
-        })
-    })?;
+    let listener = tokio::net::TcpListener::bind(opts.http)
+        .await
+        .map_err(|source| {
+            DemoError::Controller(ControllerError::Bind {
+                addr: opts.http,
+                source,
+            })
+        })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (running, join) = run::start(site, clock, Some(listener), stop_rx.clone()).await?;
     if opts.print {
-        println!("Phoenix demo: open http://{}/ (site time ×{})", running.api_addr, opts.speed);
+        println!(
+            "Phoenix demo: open http://{}/ (site time ×{})",
+            running.api_addr, opts.speed
+        );
     }
 
     let twin = twin::Twin::new(
@@ -298,7 +313,9 @@ pub async fn run(opts: DemoOptions, mut shutdown: watch::Receiver<bool>) -> Resu
         _ = shutdown.wait_for(|s| *s) => {}
     }
     let _ = stop_tx.send(true);
-    let summary = twin_task.await.map_err(|e| DemoError::Twin(e.to_string()))?;
+    let summary = twin_task
+        .await
+        .map_err(|e| DemoError::Twin(e.to_string()))?;
     let _ = join.await;
     if opts.print {
         println!(

@@ -48,9 +48,21 @@ pub fn node_id(i: usize) -> String {
 pub fn server_spec(i: usize) -> (&'static str, u32, u32, f64, f64) {
     let hot = i < 4;
     if i % 3 == 2 {
-        ("ibm-x3550-x5670", 12, 48, if hot { 0.24 } else { 0.2 }, if hot { 31.0 } else { 24.0 })
+        (
+            "ibm-x3550-x5670",
+            12,
+            48,
+            if hot { 0.24 } else { 0.2 },
+            if hot { 31.0 } else { 24.0 },
+        )
     } else {
-        ("hp-ml110-g5", 8, 32, if hot { 0.38 } else { 0.3 }, if hot { 31.0 } else { 24.0 })
+        (
+            "hp-ml110-g5",
+            8,
+            32,
+            if hot { 0.38 } else { 0.3 },
+            if hot { 31.0 } else { 24.0 },
+        )
     }
 }
 
@@ -91,7 +103,9 @@ pub struct Twin {
 
 impl std::fmt::Debug for Twin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Twin").field("servers", &self.servers.len()).finish_non_exhaustive()
+        f.debug_struct("Twin")
+            .field("servers", &self.servers.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +159,12 @@ impl Twin {
                 .map_err(|e| e.to_string())?;
         let weather = Weather::new(&section, None, super::site_start(), 30.0 * 86_400.0, seed)
             .map_err(|e| e.to_string())?;
-        let site_id = app.site.read().unwrap_or_else(|e| e.into_inner()).site.clone();
+        let site_id = app
+            .site
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .site
+            .clone();
         let mut opts = MqttOptions::new("phoenix-demo-site", "127.0.0.1", mqtt_port);
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
@@ -208,7 +227,8 @@ impl Twin {
         self.next_job += 1;
         let vcpus = [4u32, 8][self.rng.random_range(0..2)];
         let hours = self.rng.random_range(4.0..16.0_f64).round();
-        let work = (f64::from(vcpus) * hours * self.rng.random_range(0.2..0.5) * 10.0).round() / 10.0;
+        let work =
+            (f64::from(vcpus) * hours * self.rng.random_range(0.2..0.5) * 10.0).round() / 10.0;
         let vm = Vm {
             id: id.clone(),
             vcpus,
@@ -230,7 +250,12 @@ impl Twin {
     }
 
     /// Run until `stop`; returns what was achieved.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>, print: bool, period_s: f64) -> DemoSummary {
+    pub async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        print: bool,
+        period_s: f64,
+    ) -> DemoSummary {
         let mut eventloop = self.eventloop.take().expect("event loop present");
         let caps = self.caps.clone();
         let topics = self.topics.clone();
@@ -249,14 +274,18 @@ impl Twin {
                             match decode::<CapCommand>(&p.payload) {
                                 Ok(c) => {
                                     let until = clock.now()
-                                        + chrono::Duration::milliseconds((c.lease_s * 1000.0) as i64);
+                                        + chrono::Duration::milliseconds(
+                                            (c.lease_s * 1000.0) as i64,
+                                        );
                                     let mut m = caps.lock().unwrap_or_else(|e| e.into_inner());
                                     match c.cap_w {
                                         Some(w) => m.insert(node.to_string(), (w, until)),
                                         None => m.remove(node),
                                     };
                                 }
-                                Err(e) => tracing::warn!(node, error = %e, "Demo agent refused a cap."),
+                                Err(e) => {
+                                    tracing::warn!(node, error = %e, "Demo agent refused a cap.")
+                                }
                             }
                         }
                     }
@@ -313,7 +342,8 @@ impl Twin {
         let dt = STEP_S;
         let (on, vms, grants) = {
             let site = self.app.site.read().unwrap_or_else(|e| e.into_inner());
-            let on: BTreeMap<String, bool> = site.nodes.iter().map(|(k, n)| (k.clone(), n.on)).collect();
+            let on: BTreeMap<String, bool> =
+                site.nodes.iter().map(|(k, n)| (k.clone(), n.on)).collect();
             let grants: BTreeMap<String, f64> = site
                 .latest_plan
                 .as_ref()
@@ -344,30 +374,43 @@ impl Twin {
         let mut work_done: BTreeMap<String, f64> = BTreeMap::new();
         for s in &mut self.servers {
             if !on.get(&s.id).copied().unwrap_or(false) {
-                s.temp_c = rc_step(s.temp_c, s.inlet_c, rc_decay(dt, s.r_k_per_w, THERMAL_CAPACITY_J_PER_K));
+                s.temp_c = rc_step(
+                    s.temp_c,
+                    s.inlet_c,
+                    rc_decay(dt, s.r_k_per_w, THERMAL_CAPACITY_J_PER_K),
+                );
                 recovered_kw += s.recovery * s.off_w / 1000.0;
                 s.announced = false;
                 continue;
             }
             let mut fixed = 0.0;
             let mut batch: Vec<(&str, f64)> = Vec::new();
-            for vm in vms.values().filter(|v| v.host.as_deref() == Some(s.id.as_str())) {
+            for vm in vms
+                .values()
+                .filter(|v| v.host.as_deref() == Some(s.id.as_str()))
+            {
                 match vm.kind {
                     VmKind::Interactive => fixed += f64::from(vm.vcpus) * vm.load.unwrap_or(0.0),
-                    VmKind::Batch => batch.push((&vm.id, grants.get(&vm.id).copied().unwrap_or(0.0))),
+                    VmKind::Batch => {
+                        batch.push((&vm.id, grants.get(&vm.id).copied().unwrap_or(0.0)))
+                    }
                 }
             }
             let batch_cores: f64 = batch.iter().map(|(_, c)| c).sum();
             let demand_u = ((fixed + batch_cores) / s.cores).min(1.0);
             let mut power_w = s.curve.power_w(demand_u);
-            let cap = caps.get(&s.id).filter(|(_, until)| *until > now).map(|(w, _)| *w);
+            let cap = caps
+                .get(&s.id)
+                .filter(|(_, until)| *until > now)
+                .map(|(w, _)| *w);
             // A cap slows batch work first (interactive load is never throttled
             // by the controller's plan; the cap has headroom above it).
             let mut batch_speed = 1.0;
             if let Some(cap_w) = cap {
                 if power_w > cap_w {
                     let fixed_w = s.curve.power_w((fixed / s.cores).min(1.0));
-                    batch_speed = ((cap_w - fixed_w) / (power_w - fixed_w).max(1e-9)).clamp(0.0, 1.0);
+                    batch_speed =
+                        ((cap_w - fixed_w) / (power_w - fixed_w).max(1e-9)).clamp(0.0, 1.0);
                     power_w = cap_w.max(fixed_w);
                 }
             }
@@ -385,7 +428,12 @@ impl Twin {
             if !s.announced {
                 let _ = self
                     .client
-                    .publish(self.topics.node_status(&s.id), QoS::AtLeastOnce, true, STATUS_ONLINE)
+                    .publish(
+                        self.topics.node_status(&s.id),
+                        QoS::AtLeastOnce,
+                        true,
+                        STATUS_ONLINE,
+                    )
                     .await;
                 s.announced = true;
             }
@@ -404,7 +452,12 @@ impl Twin {
             if let Ok(body) = serde_json::to_string(&t) {
                 let _ = self
                     .client
-                    .publish(self.topics.node_telemetry(&s.id), QoS::AtMostOnce, false, body)
+                    .publish(
+                        self.topics.node_telemetry(&s.id),
+                        QoS::AtMostOnce,
+                        false,
+                        body,
+                    )
                     .await;
             }
         }
@@ -433,9 +486,18 @@ impl Twin {
         let w = self.weather.at(t_s);
         let hour = f64::from(now.hour()) + f64::from(now.minute()) / 60.0;
         let setpoint = self.greenhouse.setpoint_c(hour);
-        let demand_kw = self.greenhouse.demand_w(dt, setpoint, w.outdoor_c, w.ghi_w_per_m2) / 1000.0;
+        let demand_kw = self
+            .greenhouse
+            .demand_w(dt, setpoint, w.outdoor_c, w.ghi_w_per_m2)
+            / 1000.0;
         let delivered_kw = recovered_kw.min(demand_kw).min(self.loop_max_kw);
-        self.greenhouse.step(dt, demand_kw * 1000.0, setpoint, w.outdoor_c, w.ghi_w_per_m2);
+        self.greenhouse.step(
+            dt,
+            demand_kw * 1000.0,
+            setpoint,
+            w.outdoor_c,
+            w.ghi_w_per_m2,
+        );
         self.summary.heat_demand_kwh += demand_kw * dt / 3600.0;
         self.summary.heat_delivered_kwh += delivered_kw * dt / 3600.0;
         self.meter_kwh += delivered_kw * dt / 3600.0;
@@ -445,7 +507,11 @@ impl Twin {
                 let ts = t_s + f64::from(k) * 900.0;
                 let wk = self.weather.at(ts);
                 let h = (hour + f64::from(k) * 0.25).rem_euclid(24.0);
-                let kw = self.greenhouse.steady_demand_w(self.greenhouse.setpoint_c(h), wk.outdoor_c, wk.ghi_w_per_m2) / 1000.0;
+                let kw = self.greenhouse.steady_demand_w(
+                    self.greenhouse.setpoint_c(h),
+                    wk.outdoor_c,
+                    wk.ghi_w_per_m2,
+                ) / 1000.0;
                 (kw * 1000.0).round() / 1000.0
             })
             .collect();
@@ -460,7 +526,12 @@ impl Twin {
         if let Ok(body) = serde_json::to_string(&demand) {
             let _ = self
                 .client
-                .publish(self.topics.consumer_demand("gh1"), QoS::AtLeastOnce, false, body)
+                .publish(
+                    self.topics.consumer_demand("gh1"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
                 .await;
         }
 
