@@ -12,12 +12,14 @@
 //! - [`instance::Instance`]: a snapshot resolved to indices and derived limits.
 //! - [`evaluate::evaluate`]: the exact cost and the hard-rule check of any
 //!   decisions — every solver's output passes through it.
-//! - Solvers: [`greedy`] (the baseline), [`optimizer`] (the default).
+//! - Solvers: [`greedy`] (the baseline), [`optimizer`] (the default),
+//!   [`exact`] (the MILP reference, proven optimal; small sites only).
 //! - [`solve`]: validate, solve, evaluate, and compare with the baseline.
 
 pub mod curve;
 pub mod error;
 pub mod evaluate;
+pub mod exact;
 pub mod generate;
 pub mod greedy;
 pub mod instance;
@@ -40,6 +42,9 @@ pub enum SolverKind {
     Optimizer,
     /// The baseline: what a site does without Phoenix.
     Greedy,
+    /// The exact MILP (HiGHS with the `highs` feature, else microlp); small
+    /// sites only.
+    Exact,
 }
 
 impl std::str::FromStr for SolverKind {
@@ -48,8 +53,9 @@ impl std::str::FromStr for SolverKind {
         match s {
             "optimizer" => Ok(Self::Optimizer),
             "greedy" => Ok(Self::Greedy),
+            "exact" => Ok(Self::Exact),
             other => Err(format!(
-                "unknown solver `{other}` (expected optimizer or greedy)"
+                "unknown solver `{other}` (expected optimizer, greedy or exact)"
             )),
         }
     }
@@ -83,6 +89,11 @@ pub fn solve(snap: &Snapshot, opts: &SolveOptions) -> Result<Plan, PlanError> {
         SolverKind::Optimizer => {
             let out = optimizer::decide(&inst, opts.time_limit.map(|d| started + d))?;
             (out.decisions, optimizer::NAME, out.lower_bound)
+        }
+        SolverKind::Exact => {
+            let limit = opts.time_limit.map(|d| d.saturating_sub(started.elapsed()));
+            let out = exact::solve(&inst, exact::Backend::default(), limit)?;
+            (out.decisions, exact::NAME, out.best_bound)
         }
     };
     let ev = evaluate(&inst, &decisions);

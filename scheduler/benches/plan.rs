@@ -1,0 +1,242 @@
+//! Planning benchmark: the optimiser against the greedy baseline and, on
+//! small sites when built with `--features highs`, against the exact MILP
+//! optimum; on medium and large sites against the optimiser's lower bound.
+//!
+//! ```text
+//! cargo bench -p phoenix-scheduler --features highs --bench plan            # full
+//! cargo bench -p phoenix-scheduler --features highs --bench plan -- --quick # fewer seeds
+//! ```
+//!
+//! Sites come from `scheduler::generate` (small 10 servers / 40 VMs, medium
+//! 100 / 800, large 1,000 / 10,000; 8 steps of 15 min). Costs are §2's exact
+//! cost of each plan. Shares are of an energy cost, as the acceptance
+//! criterion measures them:
+//! - gain over greedy = (cost_greedy − cost) / energy_cost_greedy;
+//! - gap to exact = (cost − cost_exact) / energy_cost_exact;
+//! - gap to bound = (cost − lower_bound) / energy_cost.
+//!
+//! Prints markdown tables (for BENCHMARKS.md).
+
+use std::time::{Duration, Instant};
+
+use phoenix_scheduler as scheduler;
+
+use scheduler::generate::{generate, SiteSpec};
+use scheduler::model::{Objective, Snapshot};
+use scheduler::{Plan, SolveOptions, SolverKind};
+
+fn plan(snap: &Snapshot, solver: SolverKind) -> Result<(Plan, Duration), String> {
+    let started = Instant::now();
+    let plan = scheduler::solve(
+        snap,
+        &SolveOptions {
+            solver,
+            time_limit: None,
+            with_baseline: false,
+        },
+    )
+    .map_err(|e| format!("{solver:?}: {e}"))?;
+    Ok((plan, started.elapsed()))
+}
+
+/// The optimiser's plan and the greedy baseline's (`None` where the
+/// baseline breaks a rule: it runs batch work as soon as possible and can
+/// starve later deadlines), or a table row saying why there is no plan.
+type Plans = ((Plan, Duration), Option<(Plan, Duration)>);
+
+fn both(snap: &Snapshot, seed: u64, columns: usize) -> Option<Plans> {
+    match plan(snap, SolverKind::Optimizer) {
+        Ok(o) => Some((o, plan(snap, SolverKind::Greedy).ok())),
+        Err(why) => {
+            println!(
+                "| {seed} | no plan: {why} |{}",
+                " |".repeat(columns.saturating_sub(2))
+            );
+            None
+        }
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.3} %", 100.0 * x)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn gain(greedy: &Option<(Plan, Duration)>, ours: &Objective) -> Option<f64> {
+    greedy
+        .as_ref()
+        .map(|(g, _)| (g.objective.cost - ours.cost) / g.objective.energy_cost)
+}
+
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "greedy infeasible".into(), pct)
+}
+
+fn greedy_cost(greedy: &Option<(Plan, Duration)>, digits: usize) -> String {
+    greedy.as_ref().map_or_else(
+        || "infeasible".into(),
+        |(g, _)| format!("{:.digits$}", g.objective.cost),
+    )
+}
+
+fn greedy_ms(greedy: &Option<(Plan, Duration)>) -> String {
+    greedy.as_ref().map_or_else(|| "–".into(), |(_, t)| ms(*t))
+}
+
+#[cfg(feature = "highs")]
+fn exact(snap: &Snapshot) -> (f64, Objective, bool, Duration) {
+    use scheduler::exact::{self, Backend};
+    let inst = scheduler::Instance::new(snap).expect("generated sites are valid");
+    let started = Instant::now();
+    let out = exact::solve(&inst, Backend::Highs, Some(Duration::from_secs(120)))
+        .unwrap_or_else(|e| panic!("exact failed on {}: {e}", snap.site));
+    let took = started.elapsed();
+    let ev = scheduler::evaluate(&inst, &out.decisions);
+    assert!(
+        ev.is_feasible(),
+        "exact plan breaks the model: {:?}",
+        ev.violations
+    );
+    (out.objective, ev.objective, out.proven_optimal, took)
+}
+
+fn small(seeds: &[u64]) {
+    println!("### Small sites (10 servers, 40 VMs, 8 steps)\n");
+    if cfg!(feature = "highs") {
+        println!(
+            "| seed | greedy cost | optimiser cost | exact cost | gain over greedy | gap to exact | \
+             optimiser ms | greedy ms | exact ms | exact proven |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|");
+    } else {
+        println!("(built without `--features highs`: no exact optimum)\n");
+        println!(
+            "| seed | greedy cost | optimiser cost | gain over greedy | optimiser ms | greedy ms |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+    }
+    #[cfg_attr(not(feature = "highs"), allow(unused_mut))]
+    let mut gaps: Vec<f64> = Vec::new();
+    let mut gains = Vec::new();
+    for &seed in seeds {
+        let snap = generate(&SiteSpec::small(seed));
+        let columns = if cfg!(feature = "highs") { 10 } else { 6 };
+        let Some(((o, to), g)) = both(&snap, seed, columns) else {
+            continue;
+        };
+        let gn = gain(&g, &o.objective);
+        gains.extend(gn);
+        #[cfg(feature = "highs")]
+        {
+            let (_, e, proven, te) = exact(&snap);
+            let gap = (o.objective.cost - e.cost) / e.energy_cost;
+            gaps.push(gap);
+            println!(
+                "| {seed} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |",
+                greedy_cost(&g, 4),
+                o.objective.cost,
+                e.cost,
+                opt_pct(gn),
+                pct(gap),
+                ms(to),
+                greedy_ms(&g),
+                ms(te),
+                if proven { "yes" } else { "no" }
+            );
+        }
+        #[cfg(not(feature = "highs"))]
+        println!(
+            "| {seed} | {} | {:.4} | {} | {} | {} |",
+            greedy_cost(&g, 4),
+            o.objective.cost,
+            opt_pct(gn),
+            ms(to),
+            greedy_ms(&g)
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "\nMean gain over greedy {} (over the {} sites where greedy is feasible); \
+         gap to exact: mean {}, worst {}.\n",
+        if gains.is_empty() {
+            "n/a".into()
+        } else {
+            pct(mean(&gains))
+        },
+        gains.len(),
+        if gaps.is_empty() {
+            "n/a".into()
+        } else {
+            pct(mean(&gaps))
+        },
+        if gaps.is_empty() {
+            "n/a".into()
+        } else {
+            pct(max(&gaps))
+        },
+    );
+}
+
+fn scaled(title: &str, spec: fn(u64) -> SiteSpec, seeds: &[u64]) {
+    println!("### {title}\n");
+    println!(
+        "| seed | greedy cost | optimiser cost | lower bound | gap to bound | gain over greedy | \
+         optimiser ms | greedy ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &seed in seeds {
+        let snap = generate(&spec(seed));
+        let Some(((o, to), g)) = both(&snap, seed, 8) else {
+            continue;
+        };
+        let (lb, gap) = match o.lower_bound {
+            Some(lb) => (
+                format!("{lb:.3}"),
+                pct((o.objective.cost - lb) / o.objective.energy_cost),
+            ),
+            None => ("none".into(), "n/a".into()),
+        };
+        println!(
+            "| {seed} | {} | {:.3} | {lb} | {gap} | {} | {} | {} |",
+            greedy_cost(&g, 3),
+            o.objective.cost,
+            opt_pct(gain(&g, &o.objective)),
+            ms(to),
+            greedy_ms(&g)
+        );
+    }
+    println!();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {
+        ((1..=5).collect(), vec![1])
+    } else {
+        ((1..=10).collect(), vec![1, 2, 3])
+    };
+    println!(
+        "## phoenix-scheduler plan benchmark ({}{})\n",
+        if quick { "quick" } else { "full" },
+        if cfg!(feature = "highs") {
+            ", exact = HiGHS"
+        } else {
+            ", no exact solver"
+        }
+    );
+    small(&small_seeds);
+    scaled(
+        "Medium sites (100 servers, 800 VMs, 8 steps)",
+        SiteSpec::medium,
+        &big_seeds,
+    );
+    scaled(
+        "Large sites (1,000 servers, 10,000 VMs, 8 steps)",
+        SiteSpec::large,
+        &big_seeds,
+    );
+}
