@@ -32,6 +32,10 @@ pub struct InfluxConfig {
     /// API token; empty for servers without authentication.
     #[serde(default)]
     pub token: String,
+    /// Environment variable holding the token instead (keeps it out of the
+    /// file).
+    #[serde(default)]
+    pub token_env: Option<String>,
     /// Most points per write request.
     #[serde(default = "InfluxConfig::default_batch_points")]
     pub batch_points: usize,
@@ -67,6 +71,7 @@ impl InfluxConfig {
             org: org.into(),
             bucket: bucket.into(),
             token: String::new(),
+            token_env: None,
             batch_points: Self::default_batch_points(),
             flush_ms: Self::default_flush_ms(),
             max_buffered_points: Self::default_max_buffered(),
@@ -162,7 +167,14 @@ pub fn spawn(cfg: InfluxConfig, shutdown: watch::Receiver<bool>) -> (InfluxSink,
 }
 
 async fn run(cfg: InfluxConfig, sink: InfluxSink, mut shutdown: watch::Receiver<bool>) {
-    let client = influxdb2::Client::new(cfg.url.clone(), cfg.org.clone(), cfg.token.clone());
+    let token = match &cfg.token_env {
+        Some(var) => std::env::var(var).unwrap_or_else(|_| {
+            tracing::warn!(var = %var, "Time-series token variable is not set; writing without a token.");
+            String::new()
+        }),
+        None => cfg.token.clone(),
+    };
+    let client = influxdb2::Client::new(cfg.url.clone(), cfg.org.clone(), token);
     let flush = Duration::from_millis(cfg.flush_ms.max(10));
     let timeout = Duration::from_millis(cfg.timeout_ms.max(10));
     let mut backoff = Duration::ZERO;

@@ -125,7 +125,8 @@ async fn wait_for(
     what: &str,
     pred: impl Fn(&(String, Vec<u8>, bool)) -> bool,
 ) -> (String, Vec<u8>, bool) {
-    let until = Instant::now() + Duration::from_secs(20);
+    // Generous: CI machines are shared; this is a deadline, not a timing claim.
+    let until = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(m) = seen.lock().unwrap().iter().find(|m| pred(m)).cloned() {
             return m;
@@ -147,6 +148,7 @@ async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto (scripts/install-test-deps)"]
 async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let broker = testkit::Mosquitto::start().expect("mosquitto");
     let port = broker.port();
     let cfg: SiteConfig<ControllerConfig> =
@@ -162,6 +164,23 @@ async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
     let (running, join) = run::start(cfg, clock, Some(listener), stopped)
         .await
         .expect("starts");
+    // A service pinned to node a keeps it on (idle servers whose heat is
+    // worth less than their power would be switched off, and get no cap).
+    running.app.site.write().unwrap().vms.insert(
+        "db".into(),
+        scheduler::model::Vm {
+            id: "db".into(),
+            vcpus: 2,
+            mem_gib: 4.0,
+            image: None,
+            host: Some("a".into()),
+            kind: scheduler::model::VmKind::Interactive,
+            load: Some(0.5),
+            work_core_h: None,
+            deadline: None,
+            migratable: false,
+        },
+    );
 
     let status = wait_for(&seen, "controller online", |(t, p, r)| {
         t == "phoenix/v1/t/controller/status" && p == b"online" && *r
@@ -205,9 +224,8 @@ async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
     let port = broker.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _broker = testkit::Mosquitto::start_on(port).expect("mosquitto back");
-    let restarted = Instant::now();
     let n_before = seen.lock().unwrap().len();
-    let until = Instant::now() + Duration::from_secs(20);
+    let until = Instant::now() + Duration::from_secs(60);
     loop {
         let fresh = seen.lock().unwrap()[n_before..]
             .iter()
@@ -221,7 +239,6 @@ async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(restarted.elapsed() < Duration::from_secs(20));
 
     let before_stop = seen.lock().unwrap().len();
     stop.send(true).unwrap();
@@ -269,4 +286,45 @@ fn the_example_site_file_passes_the_check_and_a_typo_is_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cap_hedroom"), "{err}");
+}
+
+#[test]
+fn the_deploy_stack_is_consistent() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deploy = root.join("deploy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["controller", "--check", "--config"])
+        .arg(deploy.join("site.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every local path the compose file mounts or builds from exists.
+    let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+    let mut checked = 0;
+    for line in compose.lines() {
+        let t = line.trim().trim_start_matches("- ");
+        let path = t
+            .strip_prefix("dockerfile: ")
+            .map(|p| root.join(p))
+            .or_else(|| {
+                (t.starts_with("./") || t.starts_with("../"))
+                    .then(|| deploy.join(t.split(':').next().unwrap()))
+            });
+        if let Some(p) = path {
+            assert!(
+                p.exists(),
+                "compose.yaml refers to {} which does not exist",
+                p.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "only {checked} paths checked");
+    // The site file points at the compose services, not at loopback.
+    let site = std::fs::read_to_string(deploy.join("site.toml")).unwrap();
+    assert!(site.contains("mqtt://mosquitto:1883") && site.contains("http://influxdb:8086"));
 }

@@ -1,13 +1,13 @@
 //! The Grafana dashboards in `dashboards/`: every file parses and follows the
 //! conventions (uid, title, schemaVersion, a `${datasource}` variable, units
 //! on every panel, raw InfluxQL using `$timeFilter` and `$__interval`), and —
-//! against a real InfluxDB (Debian `influxdb`) — every query returns data
-//! from points written with Phoenix's measurement names.
+//! against a real InfluxDB (Debian `influxdb`) loaded with the simulator's
+//! line protocol — every query returns data.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use protocol::measurements::{self, fields, Point};
+use protocol::measurements;
 use serde_json::Value;
 
 fn dashboards() -> Vec<(PathBuf, Value)> {
@@ -112,76 +112,17 @@ fn every_dashboard_follows_the_conventions() {
     }
 }
 
-/// One day of points at 5-minute resolution for every measurement the
-/// dashboards read, written with the shared encoder.
-fn sample_lines(site: &str, start_ns: i64) -> String {
-    let mut out = String::new();
-    for k in 0..288i64 {
-        let ts = start_ns + k * 300 * 1_000_000_000;
-        let x = k as f64 / 288.0 * std::f64::consts::TAU;
-        for (n, node) in ["n01", "n02", "n03"].iter().enumerate() {
-            Point::new(measurements::SERVER, ts)
-                .tag("site", site)
-                .tag("node", *node)
-                .tag("loop", "gh1")
-                .float(fields::POWER_W, 100.0 + 20.0 * x.sin() + n as f64)
-                .float(fields::CPU_UTIL, 0.5 + 0.3 * x.cos())
-                .float(fields::TEMP_C, 55.0 + 5.0 * x.sin())
-                .float(fields::INLET_C, 24.0)
-                .float(fields::CAP_W, 140.0)
-                .int(fields::ON, 1)
-                .int(fields::VMS, 4)
-                .write_line(&mut out);
-        }
-        Point::new(measurements::LOOP, ts)
-            .tag("site", site)
-            .tag("loop", "gh1")
-            .float(fields::HEAT_RECOVERED_KW, 0.26)
-            .float(fields::HEAT_DELIVERED_KW, 0.25)
-            .float(fields::HEAT_DEMAND_KW, 0.3 + 0.1 * x.cos())
-            .float(fields::HEAT_OFFERED_KW, 0.26)
-            .write_line(&mut out);
-        Point::new(measurements::CONSUMER, ts)
-            .tag("site", site)
-            .tag("consumer", "gh1")
-            .float(fields::DEMAND_KW, 0.3 + 0.1 * x.cos())
-            .float(fields::DELIVERED_KW, 0.25)
-            .float(fields::BACKUP_KW, 0.05 + 0.1 * x.cos().max(0.0))
-            .float(fields::INDOOR_C, 18.0)
-            .float(fields::SETPOINT_C, 18.0)
-            .float(fields::OUTDOOR_C, 5.0 + 3.0 * x.sin())
-            .write_line(&mut out);
-        Point::new(measurements::SITE, ts)
-            .tag("site", site)
-            .float(fields::IT_POWER_KW, 0.31)
-            .float(fields::COOLING_POWER_KW, 0.02)
-            .float(fields::HEAT_PUMP_POWER_KW, 0.0)
-            .float(fields::FACILITY_POWER_KW, 0.33)
-            .float(fields::PUE, 1.06)
-            .float(fields::ERF, 0.75)
-            .float(fields::ELECTRICITY_PRICE_PER_KWH, 0.12)
-            .float(fields::OUTDOOR_C, 5.0 + 3.0 * x.sin())
-            .int(fields::SERVERS_ON, 3)
-            .int(fields::VMS, 12)
-            .write_line(&mut out);
-        if k % 3 == 0 {
-            Point::new(measurements::PLAN, ts)
-                .tag("site", site)
-                .tag("solver", "optimizer")
-                .float(fields::COST, 0.4)
-                .float(fields::BASELINE_COST, 0.5)
-                .float(fields::GAIN, 0.1)
-                .float(fields::LOWER_BOUND, 0.38)
-                .float(fields::SOLVE_MS, 12.0)
-                .int(fields::MIGRATIONS, 1)
-                .int(fields::SWITCHES, 0)
-                .int(fields::SERVERS_ON, 3)
-                .float(fields::ENERGY_KWH, 0.62)
-                .float(fields::HEAT_DELIVERED_KWH, 0.5)
-                .write_line(&mut out);
-        }
-    }
-    out
+/// The simulator's line protocol for half a day of the small example
+/// scenario — the same measurement names the live controller writes.
+fn simulated_lines() -> (String, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/small.toml");
+    let overrides = [
+        ("sim.days".to_string(), "0.5".to_string()),
+        ("output.per_server".to_string(), "true".to_string()),
+    ];
+    let sc = simulator::Scenario::load(&path, &overrides).expect("the small scenario loads");
+    let out = simulator::run(&sc, None).expect("the small scenario runs");
+    (sc.name.clone(), simulator::output::line_protocol(&sc, &out))
 }
 
 #[test]
@@ -200,9 +141,8 @@ fn every_dashboard_query_returns_data_from_a_real_influxdb() {
     .expect("create database");
     assert_eq!(status, 200, "{body}");
 
-    let site = "greenhouse-a";
-    let start_ns = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
-    let lines = sample_lines(site, start_ns);
+    let (site, lines) = simulated_lines();
+    let site = site.as_str();
     let (status, body) = testkit::http(
         "POST",
         &format!("{url}/write?db=phoenix&precision=ns"),
@@ -217,7 +157,7 @@ fn every_dashboard_query_returns_data_from_a_real_influxdb() {
             let q = q
                 .replace(
                     "$timeFilter",
-                    "time >= '2026-01-01T00:00:00Z' AND time < '2026-01-02T00:00:00Z'",
+                    "time >= '2026-01-15T00:00:00Z' AND time < '2026-01-16T00:00:00Z'",
                 )
                 .replace("$__interval", "15m")
                 .replace("$site", site);

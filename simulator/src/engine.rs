@@ -570,7 +570,7 @@ impl<'a> Engine<'a> {
         let opts = SolveOptions {
             solver,
             time_limit: Some(Duration::from_millis(self.sc.sim.plan_time_limit_ms)),
-            with_baseline: false,
+            with_baseline: self.sc.sim.compare_baseline,
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());

@@ -212,6 +212,12 @@ pub fn line_protocol(sc: &Scenario, o: &Outcome) -> String {
         }
         pt.write_line(&mut out);
     }
+    let inlet_c = |group: &str| {
+        sc.servers
+            .iter()
+            .find(|g| g.name == group)
+            .map_or(f64::NAN, |g| g.inlet_c)
+    };
     for s in &o.series.servers {
         let g = o
             .server_groups
@@ -230,6 +236,7 @@ pub fn line_protocol(sc: &Scenario, o: &Outcome) -> String {
             .tag("group", g)
             .float(f::POWER_W, s.power_w)
             .float(f::CPU_UTIL, s.cpu_util)
+            .float(f::INLET_C, inlet_c(g))
             .float(f::TEMP_C, s.temp_c)
             .float(f::CAP_W, s.cap_w)
             .int(f::ON, i64::from(s.on))

@@ -125,6 +125,11 @@ pub struct SimSection {
     /// Time limit of one plan, ms (the optimiser returns its best plan by then).
     #[serde(default = "SimSection::default_plan_time_limit_ms")]
     pub plan_time_limit_ms: u64,
+    /// Also run the greedy baseline on every snapshot and record its cost
+    /// beside each plan (the dashboards' "gain over baseline"); costs one
+    /// greedy solve per plan.
+    #[serde(default)]
+    pub compare_baseline: bool,
     /// Whether each server's local guard caps its power at the steady-state
     /// temperature limit (as the Phoenix agent does).
     #[serde(default = "yes")]
