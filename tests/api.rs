@@ -118,6 +118,7 @@ fn state(site: SiteState, token: Option<&str>) -> (AppState, mpsc::UnboundedRece
             token: token.map(str::to_string),
             events: tx,
             ready: Arc::new(AtomicBool::new(false)),
+            bridge: None,
         },
         rx,
     )

@@ -17,6 +17,10 @@ use tokio::sync::watch;
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
 fn site_toml(port: u16) -> String {
+    site_toml_with(port, "apply")
+}
+
+fn site_toml_with(port: u16, mode: &str) -> String {
     format!(
         r#"
 [mqtt]
@@ -28,6 +32,7 @@ id = "gh1"
 stale_after_s = 3600
 
 [controller]
+mode = "{mode}"
 control_period_s = 900
 horizon_steps = 4
 node_stale_after_s = 600
@@ -212,6 +217,23 @@ async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
         "{offer:?}"
     );
 
+    let url = format!("http://{}/metrics", running.api_addr);
+    let (_, metrics) = tokio::task::spawn_blocking(move || testkit::http("GET", &url, None))
+        .await
+        .unwrap()
+        .expect("metrics answer");
+    for needle in [
+        "phoenix_plans_total",
+        "phoenix_devices_online 0",
+        "phoenix_bridge_events{source=\"modbus_error\"} 0",
+        "phoenix_node_power_w{node=\"a\"} 110",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+
     let (code, plan) = get_json(running.api_addr, "/api/v1/plan").await;
     assert_eq!(code, 200);
     assert_eq!(plan["status"], "applied");
@@ -327,4 +349,72 @@ fn the_deploy_stack_is_consistent() {
     // The site file points at the compose services, not at loopback.
     let site = std::fs::read_to_string(deploy.join("site.toml")).unwrap();
     assert!(site.contains("mqtt://mosquitto:1883") && site.contains("http://influxdb:8086"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (scripts/install-test-deps)"]
+async fn in_approval_mode_nothing_is_applied_until_an_operator_approves() {
+    let broker = testkit::Mosquitto::start().expect("mosquitto");
+    let port = broker.port();
+    let cfg: SiteConfig<ControllerConfig> =
+        SiteConfig::from_toml(&site_toml_with(port, "approval")).expect("config");
+    let seen: Seen = Arc::default();
+    let (stop_peers, peers_stop) = watch::channel(false);
+    let peers_task = tokio::spawn(peers(port, seen.clone(), peers_stop));
+    let (stop, stopped) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock = Clock::accelerated(chrono::Utc::now(), 300.0);
+    let (running, join) = run::start(cfg, clock, Some(listener), stopped)
+        .await
+        .expect("starts");
+
+    // Wait for a plan awaiting approval.
+    let until = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let (code, plan) = get_json(running.api_addr, "/api/v1/plan").await;
+        if code == 200 && plan["status"] == "awaiting_approval" {
+            break plan["id"].as_u64().expect("plan id");
+        }
+        assert!(Instant::now() < until, "no plan awaiting approval");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, _, _)| t.ends_with("/cap") || t.ends_with("/offer")),
+        "nothing is applied before approval"
+    );
+    // Approve the latest plan (a newer one may supersede it meanwhile: retry).
+    let mut id = id;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = format!("http://{}/api/v1/plan/{id}/approve", running.api_addr);
+        let (code, _) = tokio::task::spawn_blocking(move || testkit::http("POST", &url, None))
+            .await
+            .unwrap()
+            .expect("API answers");
+        if code == 204 {
+            break;
+        }
+        assert!(Instant::now() < until, "could not approve a plan");
+        let (_, plan) = get_json(running.api_addr, "/api/v1/plan").await;
+        id = plan["id"].as_u64().unwrap_or(id);
+    }
+    let (_, offer, _) = wait_for(&seen, "an offer after approval", |(t, _, _)| {
+        t == "phoenix/v1/t/consumer/gh1/offer"
+    })
+    .await;
+    decode::<HeatOffer>(&offer).expect("a valid offer");
+    let (_, plan) = get_json(running.api_addr, "/api/v1/plan").await;
+    assert!(
+        plan["status"] == "applied" || plan["status"] == "awaiting_approval",
+        "{plan}"
+    );
+
+    stop.send(true).unwrap();
+    join.await.expect("clean stop");
+    let _ = stop_peers.send(true);
+    peers_task.abort();
 }

@@ -61,6 +61,9 @@ pub struct AppState {
     pub events: mpsc::UnboundedSender<ApiEvent>,
     /// Whether the controller is ready (connected, first plan made).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The facility bridge, whose counters `/metrics` reports (none in
+    /// tests that run the API alone).
+    pub bridge: Option<hvac_bridge::BridgeHandle>,
 }
 
 /// An API error: a status and a message for the client.
@@ -192,6 +195,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     {
         let site = state.site.read().unwrap_or_else(|e| e.into_inner());
         state.metrics.observe(&site);
+    }
+    if let Some(b) = &state.bridge {
+        state.metrics.observe_bridge(&b.figures());
     }
     (
         [(

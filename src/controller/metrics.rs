@@ -71,6 +71,14 @@ pub struct Metrics {
     pub stale_nodes: Gauge,
     /// Errors by source.
     pub errors: Family<SourceLabel, Counter>,
+    /// The facility bridge's counters since it started, by kind
+    /// (`modbus_error`, `modbus_exception`, `malformed_payload`,
+    /// `write_refused`, `consumer_stale`).
+    pub bridge_events: Family<SourceLabel, GaugeF>,
+    /// Modbus devices answering now.
+    pub devices_online: Gauge,
+    /// Consumers whose demand is stale now.
+    pub consumers_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +107,9 @@ impl Metrics {
             node_temp_c: Family::default(),
             stale_nodes: Gauge::default(),
             errors: Family::default(),
+            bridge_events: Family::default(),
+            devices_online: Gauge::default(),
+            consumers_stale: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,6 +180,21 @@ impl Metrics {
             m.stale_nodes.clone(),
         );
         registry.register("errors", "Errors by source", m.errors.clone());
+        registry.register(
+            "bridge_events",
+            "Facility bridge counters since it started (Modbus errors and exceptions, malformed payloads, refused writes, stale consumers)",
+            m.bridge_events.clone(),
+        );
+        registry.register(
+            "devices_online",
+            "Modbus devices answering now",
+            m.devices_online.clone(),
+        );
+        registry.register(
+            "consumers_stale",
+            "Consumers whose demand is stale now",
+            m.consumers_stale.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -227,6 +253,25 @@ impl Metrics {
             self.it_power_kw
                 .set(p.power_w.values().map(first).sum::<f64>() / 1000.0);
         }
+    }
+
+    /// Mirror the facility bridge's counters.
+    pub fn observe_bridge(&self, f: &hvac_bridge::server::Figures) {
+        for (kind, v) in [
+            ("modbus_error", f.modbus_errors),
+            ("modbus_exception", f.modbus_exceptions),
+            ("malformed_payload", f.malformed_payloads),
+            ("write_refused", f.writes_refused),
+            ("consumer_stale", f.stale_events),
+        ] {
+            self.bridge_events
+                .get_or_create(&SourceLabel {
+                    source: kind.to_string(),
+                })
+                .set(f64::from(v));
+        }
+        self.devices_online.set(i64::from(f.devices_online));
+        self.consumers_stale.set(i64::from(f.consumers_stale));
     }
 
     /// The metrics in OpenMetrics text format.

@@ -190,6 +190,7 @@ pub async fn start(
         token,
         events: events_tx,
         ready: Arc::new(AtomicBool::new(false)),
+        bridge: Some(handle.clone()),
     };
 
     let listener = match api_listener {
