@@ -16,10 +16,6 @@ use tokio::sync::watch;
 
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
-fn site_toml(port: u16) -> String {
-    site_toml_with(port, "apply")
-}
-
 fn site_toml_with(port: u16, mode: &str) -> String {
     format!(
         r#"
@@ -150,25 +146,56 @@ async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// A controller in `mode` on the broker at `port`, with the test peers
+/// (agent of node `a`, greenhouse `gh1`) recording what they see.
+struct Rig {
+    seen: Seen,
+    running: run::Running,
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+    stop_peers: watch::Sender<bool>,
+    peers_task: tokio::task::JoinHandle<()>,
+}
+
+impl Rig {
+    async fn start(port: u16, mode: &str) -> Self {
+        let cfg: SiteConfig<ControllerConfig> =
+            SiteConfig::from_toml(&site_toml_with(port, mode)).expect("config");
+        let seen: Seen = Arc::default();
+        let (stop_peers, peers_stop) = watch::channel(false);
+        let peers_task = tokio::spawn(peers(port, seen.clone(), peers_stop));
+        let (stop, stopped) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // 900 s periods at 300× speed: one plan every 3 s.
+        let clock = Clock::accelerated(chrono::Utc::now(), 300.0);
+        let (running, join) = run::start(cfg, clock, Some(listener), stopped)
+            .await
+            .expect("starts");
+        Self {
+            seen,
+            running,
+            stop,
+            join,
+            stop_peers,
+            peers_task,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto (scripts/install-test-deps)"]
 async fn the_controller_plans_caps_offers_and_recovers_from_a_broker_restart() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let broker = testkit::Mosquitto::start().expect("mosquitto");
     let port = broker.port();
-    let cfg: SiteConfig<ControllerConfig> =
-        SiteConfig::from_toml(&site_toml(port)).expect("config");
-    let seen: Seen = Arc::default();
-    let (stop_peers, peers_stop) = watch::channel(false);
-    let peers_task = tokio::spawn(peers(port, seen.clone(), peers_stop));
-
-    let (stop, stopped) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    // 900 s periods at 300× speed: one plan every 3 s.
-    let clock = Clock::accelerated(chrono::Utc::now(), 300.0);
-    let (running, join) = run::start(cfg, clock, Some(listener), stopped)
-        .await
-        .expect("starts");
+    let Rig {
+        seen,
+        running,
+        stop,
+        join,
+        stop_peers,
+        peers_task,
+    } = Rig::start(port, "apply").await;
     // A service pinned to node a keeps it on (idle servers whose heat is
     // worth less than their power would be switched off, and get no cap).
     running.app.site.write().unwrap().vms.insert(
@@ -356,17 +383,14 @@ fn the_deploy_stack_is_consistent() {
 async fn in_approval_mode_nothing_is_applied_until_an_operator_approves() {
     let broker = testkit::Mosquitto::start().expect("mosquitto");
     let port = broker.port();
-    let cfg: SiteConfig<ControllerConfig> =
-        SiteConfig::from_toml(&site_toml_with(port, "approval")).expect("config");
-    let seen: Seen = Arc::default();
-    let (stop_peers, peers_stop) = watch::channel(false);
-    let peers_task = tokio::spawn(peers(port, seen.clone(), peers_stop));
-    let (stop, stopped) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let clock = Clock::accelerated(chrono::Utc::now(), 300.0);
-    let (running, join) = run::start(cfg, clock, Some(listener), stopped)
-        .await
-        .expect("starts");
+    let Rig {
+        seen,
+        running,
+        stop,
+        join,
+        stop_peers,
+        peers_task,
+    } = Rig::start(port, "approval").await;
 
     // Wait for a plan awaiting approval.
     let until = Instant::now() + Duration::from_secs(60);

@@ -264,6 +264,7 @@ pub async fn start(
         bridge: handle.clone(),
         influx: influx_sink.clone(),
     };
+    let actuator = Actuator::new(cfg.actuator.clone());
     let ctl = Loop {
         cfg,
         clock,
@@ -271,14 +272,13 @@ pub async fn start(
         bridge: handle,
         client,
         topics,
-        actuator: Actuator::new(Default::default()),
+        actuator,
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
     };
     let join = tokio::spawn(async move {
         let mut ctl = ctl;
-        ctl.actuator = Actuator::new(ctl.cfg.actuator.clone());
         ctl.run(events_rx, shutdown).await;
         let _ = ctl
             .client
