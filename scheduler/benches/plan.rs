@@ -33,6 +33,7 @@ fn plan(snap: &Snapshot, solver: SolverKind) -> Result<(Plan, Duration), String>
             solver,
             time_limit: None,
             with_baseline: false,
+            ..Default::default()
         },
     )
     .map_err(|e| format!("{solver:?}: {e}"))?;

@@ -70,6 +70,9 @@ pub struct SolveOptions {
     pub time_limit: Option<Duration>,
     /// Also run the greedy baseline and report its cost in the plan.
     pub with_baseline: bool,
+    /// Leave out the optimiser's lower bound (an LP solve): for callers that
+    /// plan thousands of times and never show it, like the simulator.
+    pub skip_lower_bound: bool,
 }
 
 /// Parse a snapshot from JSON, naming the offending field on error.
@@ -87,7 +90,11 @@ pub fn solve(snap: &Snapshot, opts: &SolveOptions) -> Result<Plan, PlanError> {
     let (decisions, name, lower_bound) = match opts.solver {
         SolverKind::Greedy => (greedy::decide(&inst)?, greedy::NAME, None),
         SolverKind::Optimizer => {
-            let out = optimizer::decide(&inst, opts.time_limit.map(|d| started + d))?;
+            let settings = optimizer::Settings {
+                deadline: opts.time_limit.map(|d| started + d),
+                lower_bound: !opts.skip_lower_bound,
+            };
+            let out = optimizer::decide_with(&inst, &settings)?;
             (out.decisions, optimizer::NAME, out.lower_bound)
         }
         SolverKind::Exact => {

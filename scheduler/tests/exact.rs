@@ -286,6 +286,7 @@ fn exact_solver_kind_plans_with_a_valid_lower_bound() {
             solver: scheduler::SolverKind::Exact,
             time_limit: None,
             with_baseline: true,
+            ..Default::default()
         },
     )
     .unwrap();

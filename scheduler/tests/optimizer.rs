@@ -232,6 +232,26 @@ fn a_hot_servers_excess_batch_work_is_moved_within_budget() {
 }
 
 #[test]
+fn load_grown_past_what_the_servers_left_on_hold_switches_an_off_server_on() {
+    // A plan packed both VMs onto `a` when their load was low; now each needs
+    // 5 of a's 8 cores and `b` is off. Repair must switch `b` on.
+    let mut snap = site(
+        vec![server("a", true, EFFICIENT), server("b", false, OLD)],
+        vec![vm("v1", Some("a"), 0.3), vm("v2", Some("a"), 0.3)],
+        vec![0.4; 4],
+        0.01,
+        10.0,
+    );
+    for v in &mut snap.vms {
+        v.vcpus = 5;
+        v.load = Some(1.0);
+    }
+    let (d, _, _) = solve(&snap);
+    assert_eq!(d.on, vec![true, true], "b is switched on");
+    assert_ne!(d.host[0], d.host[1], "the VMs are split across a and b");
+}
+
+#[test]
 fn a_pinned_vm_that_cannot_run_is_reported_infeasible() {
     let snap = hot_site(false, false);
     let inst = Instance::new(&snap).unwrap();

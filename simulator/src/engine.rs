@@ -571,6 +571,7 @@ impl<'a> Engine<'a> {
             solver,
             time_limit: Some(Duration::from_millis(self.sc.sim.plan_time_limit_ms)),
             with_baseline: self.sc.sim.compare_baseline,
+            ..Default::default()
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());

@@ -69,6 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         solver: args.solver,
         time_limit: args.time_limit_ms.map(Duration::from_millis),
         with_baseline: !args.no_baseline,
+        ..Default::default()
     };
     let plan = match scheduler::solve(&snap, &opts) {
         Ok(plan) => plan,

@@ -244,6 +244,7 @@ async fn dry_run(
         solver,
         time_limit: q.time_limit_ms.map(std::time::Duration::from_millis),
         with_baseline: true,
+        ..Default::default()
     };
     let plan = tokio::task::spawn_blocking(move || scheduler::solve(&snap, &opts))
         .await

@@ -33,6 +33,7 @@ fn solve_once(cfg: &ControllerConfig, snap: &Snapshot) -> Result<Plan, PlanError
         solver: cfg.solver.parse().unwrap_or_default(),
         time_limit: Some(Duration::from_millis(cfg.time_limit_ms)),
         with_baseline: true,
+        ..Default::default()
     };
     scheduler::solve(snap, &opts)
 }

@@ -47,12 +47,33 @@ pub struct Outcome {
     pub lower_bound: Option<f64>,
 }
 
-/// Decide a plan, stopping by `deadline` if given.
+/// How the optimiser runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Stop improving at this instant and return the best plan so far.
+    pub deadline: Option<Instant>,
+    /// Compute the lower bound.
+    pub lower_bound: bool,
+}
+
+/// Decide a plan, stopping by `deadline` if given, with its lower bound.
+pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome, PlanError> {
+    decide_with(
+        inst,
+        &Settings {
+            deadline,
+            lower_bound: true,
+        },
+    )
+}
+
+/// Decide a plan under `settings`.
 ///
 /// A feasible plan is built first (repair, then placement of pending VMs);
 /// the improvement moves run until none helps or the deadline passes. The
 /// lower bound is computed last when time remains.
-pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome, PlanError> {
+pub fn decide_with(inst: &Instance<'_>, settings: &Settings) -> Result<Outcome, PlanError> {
+    let deadline = settings.deadline;
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
     search::repair(&ctx, &mut st)?;
@@ -77,7 +98,7 @@ pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome,
             ev.violations.join("; ")
         )));
     }
-    let lower_bound = if budget.expired() {
+    let lower_bound = if !settings.lower_bound || budget.expired() {
         None
     } else {
         bound::lower_bound(inst)

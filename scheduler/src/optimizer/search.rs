@@ -168,6 +168,11 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
                     break;
                 }
             }
+            // No server that is on can take it: switch one on (load has
+            // grown past what the servers left on can hold).
+            if !moved {
+                moved = switch_on_for(ctx, st, v, Some(s));
+            }
             if moved && capacity_ok(ctx, st, s) && st.replan(ctx, s) {
                 fixed = true;
                 break;
@@ -215,27 +220,7 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
         {
             continue;
         }
-        // Switch on the off server where it costs least.
-        let mut off: Vec<(f64, usize)> = (0..ctx.ns)
-            .filter(|&s| !st.on[s] && ctx.can_switch(s) && ctx.cap_cores[s] >= 0.0)
-            .map(|s| {
-                let idle = ctx.curve(s).idle_w() - ctx.off_w(s);
-                (idle * ctx.energy_w.iter().sum::<f64>(), s)
-            })
-            .collect();
-        off.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let placed = off.into_iter().any(|(_, s)| {
-            let m = st.mark();
-            st.set_on(ctx, s, true);
-            let ok = st.replan(ctx, s) && relocate(ctx, st, v, s);
-            if ok {
-                st.commit(m);
-            } else {
-                st.rollback(ctx, m);
-            }
-            ok
-        });
-        if !placed {
+        if !switch_on_for(ctx, st, v, None) {
             let vm = &snap.vms[v];
             return Err(PlanError::infeasible(format!(
                 "vm {} ({} vCPUs, {} GiB) fits no server",
@@ -244,6 +229,34 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
         }
     }
     Ok(())
+}
+
+/// Switch on the off server where `v` costs least to run (idle power over
+/// the horizon) and move `v` there; `except` is never chosen. False (and
+/// nothing changed) when no off server can take it.
+fn switch_on_for(ctx: &Ctx<'_>, st: &mut State, v: usize, except: Option<usize>) -> bool {
+    let mut off: Vec<(f64, usize)> = (0..ctx.ns)
+        .filter(|&s| Some(s) != except && !st.on[s] && ctx.can_switch(s) && ctx.cap_cores[s] >= 0.0)
+        .map(|s| {
+            let idle = ctx.curve(s).idle_w() - ctx.off_w(s);
+            (idle * ctx.energy_w.iter().sum::<f64>(), s)
+        })
+        .collect();
+    off.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    off.into_iter().any(|(_, s)| {
+        let m = st.mark();
+        st.set_on(ctx, s, true);
+        let ok = st.replan(ctx, s) && st.fits(ctx, s, v) && {
+            st.move_vm(ctx, v, s);
+            st.replan(ctx, s)
+        };
+        if ok {
+            st.commit(m);
+        } else {
+            st.rollback(ctx, m);
+        }
+        ok
+    })
 }
 
 /// Re-plan every server's batch work against the current heat of its loop.
