@@ -80,11 +80,7 @@ impl Drop for ChildGuard {
 /// A mosquitto broker on a free loopback port, anonymous access allowed,
 /// no persistence; stopped when dropped.
 #[derive(Debug)]
-pub struct Mosquitto {
-    port: u16,
-    guard: ChildGuard,
-    _dir: tempfile::TempDir,
-}
+pub struct Mosquitto(Listening);
 
 impl Mosquitto {
     /// Start a broker on a free port.
@@ -102,14 +98,46 @@ impl Mosquitto {
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
             ),
         )?;
-        let guard = ChildGuard::spawn(
-            Command::new(mosquitto_binary())
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit()),
-        )?;
-        wait_for_port(port, Duration::from_secs(10))?;
+        let mut cmd = Command::new(mosquitto_binary());
+        cmd.arg("-c").arg(&conf).stderr(Stdio::inherit());
+        Listening::spawn(&mut cmd, port, dir, Duration::from_secs(10)).map(Self)
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// `mqtt://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.0.port)
+    }
+
+    /// Stop the broker (as in a broker restart test); `start_on(port)` brings
+    /// one back.
+    pub fn stop(self) -> u16 {
+        self.0.stop()
+    }
+}
+
+/// A server process listening on a loopback port, with its scratch folder.
+#[derive(Debug)]
+struct Listening {
+    port: u16,
+    guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Listening {
+    /// Spawn `cmd` (stdout discarded) and wait up to `timeout` for `port`.
+    fn spawn(
+        cmd: &mut Command,
+        port: u16,
+        dir: tempfile::TempDir,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        let guard = ChildGuard::spawn(cmd.stdout(Stdio::null()))?;
+        wait_for_port(port, timeout)?;
         Ok(Self {
             port,
             guard,
@@ -117,19 +145,7 @@ impl Mosquitto {
         })
     }
 
-    /// The broker's port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `mqtt://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Stop the broker (as in a broker restart test); `start_on(port)` brings
-    /// one back.
-    pub fn stop(mut self) -> u16 {
+    fn stop(mut self) -> u16 {
         self.guard.kill();
         self.port
     }
@@ -196,11 +212,7 @@ pub fn url_encode(s: &str) -> String {
 /// loopback ports, data in a temporary directory; stopped when dropped.
 /// Answers InfluxQL on `/query` and accepts line protocol on `/write`.
 #[derive(Debug)]
-pub struct Influxd {
-    http_port: u16,
-    guard: ChildGuard,
-    _dir: tempfile::TempDir,
-}
+pub struct Influxd(Listening);
 
 impl Influxd {
     /// Start a server.
@@ -221,34 +233,24 @@ impl Influxd {
                  [logging]\n  level = \"warn\"\n"
             ),
         )?;
-        let guard = ChildGuard::spawn(
-            Command::new("influxd")
-                .arg("-config")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
-        wait_for_port(http_port, Duration::from_secs(30))?;
-        Ok(Self {
-            http_port,
-            guard,
-            _dir: dir,
-        })
+        let mut cmd = Command::new("influxd");
+        cmd.arg("-config").arg(&conf).stderr(Stdio::null());
+        Listening::spawn(&mut cmd, http_port, dir, Duration::from_secs(30)).map(Self)
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://127.0.0.1:{}", self.0.port)
     }
 
     /// The HTTP port.
     pub fn port(&self) -> u16 {
-        self.http_port
+        self.0.port
     }
 
     /// The server process (for fault tests).
     pub fn process(&mut self) -> &mut ChildGuard {
-        &mut self.guard
+        &mut self.0.guard
     }
 }
 
@@ -256,11 +258,7 @@ impl Influxd {
 /// loopback port; accepts InfluxDB line protocol on `/api/v2/write` and
 /// `/write`; stopped when dropped.
 #[derive(Debug)]
-pub struct VictoriaMetrics {
-    port: u16,
-    guard: ChildGuard,
-    _dir: tempfile::TempDir,
-}
+pub struct VictoriaMetrics(Listening);
 
 impl VictoriaMetrics {
     /// Start a server.
@@ -271,49 +269,36 @@ impl VictoriaMetrics {
     /// Start a server on `port` (to bring one back after a stop).
     pub fn start_on(port: u16) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let guard = ChildGuard::spawn(
-            Command::new("victoria-metrics")
-                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!("-storageDataPath={}", dir.path().display()))
-                .arg("-retentionPeriod=100y")
-                .arg("-search.latencyOffset=0s")
-                .arg("-loggerLevel=ERROR")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
-        wait_for_port(port, Duration::from_secs(30))?;
-        Ok(Self {
-            port,
-            guard,
-            _dir: dir,
-        })
+        let mut cmd = Command::new("victoria-metrics");
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s")
+            .arg("-loggerLevel=ERROR")
+            .stderr(Stdio::null());
+        Listening::spawn(&mut cmd, port, dir, Duration::from_secs(30)).map(Self)
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.0.port)
     }
 
     /// The HTTP port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     /// Stop the server (as in a database-down test).
-    pub fn stop(mut self) -> u16 {
-        self.guard.kill();
-        self.port
+    pub fn stop(self) -> u16 {
+        self.0.stop()
     }
 }
 
 /// A Prometheus server (Debian `prometheus`) on a free loopback port that
 /// scrapes `targets` (host:port) every `interval_s`; stopped when dropped.
 #[derive(Debug)]
-pub struct Prometheus {
-    port: u16,
-    _guard: ChildGuard,
-    _dir: tempfile::TempDir,
-}
+pub struct Prometheus(Listening);
 
 impl Prometheus {
     /// Start a server scraping `targets` at `/metrics`.
@@ -333,29 +318,21 @@ impl Prometheus {
                  scrape_configs:\n  - job_name: '{job}'\n    static_configs:\n      - targets: [{list}]\n"
             ),
         )?;
-        let guard = ChildGuard::spawn(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", conf.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg("--log.level=error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
-        wait_for_port(port, Duration::from_secs(30))?;
-        Ok(Self {
-            port,
-            _guard: guard,
-            _dir: dir,
-        })
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--log.level=error")
+            .stderr(Stdio::null());
+        Listening::spawn(&mut cmd, port, dir, Duration::from_secs(30)).map(Self)
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.0.port)
     }
 }
 
