@@ -2,27 +2,17 @@
 //! Modbus↔MQTT gateway for a separate network segment, reading the same site
 //! config file as `phoenix controller` (docs/bridge.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use hvac_bridge::{Bridge, SiteConfig};
 
 /// Arguments of `phoenix bridge`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Site config file (TOML; see examples/site.toml).
-    #[arg(long)]
-    config: PathBuf,
-    /// Check the config and exit without connecting to anything.
-    #[arg(long)]
-    check: bool,
-}
+pub type Args = super::SiteArgs;
 
 /// Run `phoenix bridge` until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config: SiteConfig = SiteConfig::load(&args.config)
-        .with_context(|| format!("site config {}", args.config.display()))?;
+    let config: SiteConfig = args.load()?;
     if args.check {
         println!(
             "{}: valid ({} devices, {} consumers)",

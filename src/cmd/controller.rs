@@ -1,7 +1,6 @@
 //! `phoenix controller --config FILE`: the site's control loop, its facility
 //! bridge, HTTP API and web page (docs/controller.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,20 +9,11 @@ use phoenix::controller::config::ControllerConfig;
 use phoenix::controller::run::{self, Clock};
 
 /// Arguments of `phoenix controller`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Site config file (TOML; see examples/site.toml).
-    #[arg(long)]
-    config: PathBuf,
-    /// Check the config and exit without connecting to anything.
-    #[arg(long)]
-    check: bool,
-}
+pub type Args = super::SiteArgs;
 
 /// Run `phoenix controller` until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config: SiteConfig<ControllerConfig> = SiteConfig::load(&args.config)
-        .with_context(|| format!("site config {}", args.config.display()))?;
+    let config: SiteConfig<ControllerConfig> = args.load()?;
     config.validate()?;
     let ctl = config
         .controller
