@@ -103,19 +103,6 @@ pub fn commit(site: &mut SiteState, outcome: &PeriodOutcome) {
     site.latest_plan = Some(outcome.record.clone());
 }
 
-/// Plan and commit in one go (for callers that hold the state).
-pub fn plan_and_commit(
-    cfg: &ControllerConfig,
-    site: &mut SiteState,
-    demand: &BTreeMap<String, DemandView>,
-    plan_id: u64,
-    now: DateTime<Utc>,
-) -> Result<PeriodOutcome, PlanError> {
-    let out = plan_period(cfg, site, demand, plan_id, now)?;
-    commit(site, &out);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +110,19 @@ mod tests {
     use crate::controller::state::tests::node;
     use chrono::TimeZone;
     use scheduler::model::{Vm, VmKind};
+
+    /// Plan and commit in one go, as the control loop does.
+    fn plan_and_commit(
+        cfg: &ControllerConfig,
+        site: &mut SiteState,
+        demand: &BTreeMap<String, DemandView>,
+        plan_id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<PeriodOutcome, PlanError> {
+        let out = plan_period(cfg, site, demand, plan_id, now)?;
+        commit(site, &out);
+        Ok(out)
+    }
 
     fn cfg(mode: &str) -> ControllerConfig {
         let c: ControllerConfig =
