@@ -18,12 +18,11 @@
 //! states are kept and batch work runs as soon as possible where it is.
 //! Each case is counted (`plan_failures`, `plans_kept`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
-use scheduler::model::{HeatLoop, Plan, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
-use scheduler::{SolveOptions, SolverKind};
+use scheduler::model::{HeatLoop, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
+use scheduler::{Solution, SolveOptions, SolverKind};
 use tracing::{debug, warn};
 
 use crate::error::SimError;
@@ -225,6 +224,8 @@ struct Engine<'a> {
     start_hour: f64,
     /// The snapshot's server records, kept between plans.
     snap_servers: Vec<scheduler::model::Server>,
+    /// Whether a snapshot of this run has been validated in full.
+    validated: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -269,6 +270,7 @@ impl<'a> Engine<'a> {
             server_steps: 0,
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
+            validated: false,
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -569,9 +571,9 @@ impl<'a> Engine<'a> {
     fn solve(&mut self, t_s: f64, solver: SolverKind) {
         let opts = SolveOptions {
             solver,
-            time_limit: Some(Duration::from_millis(self.sc.sim.plan_time_limit_ms)),
+            time_limit: self.sc.sim.plan_time_limit_ms.map(Duration::from_millis),
             with_baseline: self.sc.sim.compare_baseline,
-            ..Default::default()
+            skip_lower_bound: !self.sc.sim.lower_bound,
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());
@@ -592,12 +594,21 @@ impl<'a> Engine<'a> {
                 snap.policy.max_migrations = snap.vms.len();
             }
             let built = Instant::now();
-            let solved = scheduler::solve(&snap, &opts);
+            // The simulator builds its snapshots from a validated scenario;
+            // the first one of a run is checked in full all the same.
+            let solved = if self.validated {
+                scheduler::solve_prepared(&snap, &opts)
+            } else {
+                scheduler::validate::validate(&snap).and_then(|()| {
+                    self.validated = true;
+                    scheduler::solve_prepared(&snap, &opts)
+                })
+            };
             self.solver += built.elapsed();
             self.snapshotting += built - began;
             self.restore(snap, &index);
             match solved {
-                Ok(plan) => return self.apply_plan(t_s, &plan, &index),
+                Ok(solution) => return self.apply_solution(t_s, &solution, &index),
                 Err(e) => {
                     if k == 0 {
                         self.t.plan_failures += 1;
@@ -620,78 +631,46 @@ impl<'a> Engine<'a> {
         });
     }
 
-    fn apply_plan(&mut self, t_s: f64, plan: &Plan, index: &[usize]) {
-        // `active` is kept in VM-id order, and so are the snapshot's VMs and
-        // the plan's maps: walk them side by side; fall back to lookups if
-        // the plan is shaped otherwise.
-        let mut in_order = plan.placements.len() == index.len();
-        if in_order {
-            for ((vm, host), &i) in plan.placements.iter().zip(index) {
-                let a = &self.active[i];
-                if self.jobs[a.job].id != *vm {
-                    in_order = false;
-                    break;
-                }
-                let s = match a.host {
-                    Some(h) if self.site.server_ids[h] == *host => h,
-                    _ => match self.site.server_index.get(host) {
-                        Some(&s) => s,
-                        None => continue,
-                    },
-                };
-                self.active[i].host = Some(s);
-            }
-        }
-        if !in_order {
-            let job_index: HashMap<&str, usize> = index
-                .iter()
-                .map(|&i| (self.jobs[self.active[i].job].id.as_str(), i))
-                .collect();
-            for (vm, host) in &plan.placements {
-                if let (Some(&i), Some(&s)) =
-                    (job_index.get(vm.as_str()), self.site.server_index.get(host))
-                {
-                    self.active[i].host = Some(s);
-                }
-            }
-        }
-        for &i in index {
+    /// Apply a plan: the snapshot's VM `k` is `active[index[k]]`, its
+    /// servers are the site's, in order.
+    fn apply_solution(&mut self, t_s: f64, sol: &Solution, index: &[usize]) {
+        let d = &sol.decisions;
+        let mut migrations = 0;
+        for (k, &i) in index.iter().enumerate() {
             let a = &mut self.active[i];
-            let j = &self.jobs[a.job];
-            if j.kind == VmKind::Batch {
-                a.planned = plan.batch_cores.get(&j.id).cloned().unwrap_or_default();
+            let s = d.host[k];
+            if a.host.is_some_and(|h| h != s) {
+                migrations += 1;
+            }
+            a.host = Some(s);
+            if self.jobs[a.job].kind == VmKind::Batch {
+                a.planned.clear();
+                a.planned.extend_from_slice(&d.batch_cores[k]);
                 a.grant = a.planned.first().copied().unwrap_or(0.0);
             } else {
                 a.grant = 0.0;
             }
         }
         let mut switches = 0;
-        for (k, (id, &on)) in plan.servers_on.iter().enumerate() {
-            let s = match self.site.server_sorted.get(k) {
-                Some(&s) if self.site.server_ids[s] == *id => s,
-                _ => match self.site.server_index.get(id) {
-                    Some(&s) => s,
-                    None => continue,
-                },
-            };
+        for (s, &on) in d.on.iter().enumerate() {
             if self.bank.on[s] != on {
                 switches += 1;
             }
             self.bank.on[s] = on;
         }
         self.t.switches += switches;
-        self.t.migrations += plan.migrations.len();
-        let o = &plan.objective;
+        self.t.migrations += migrations;
+        let o = &sol.evaluation.objective;
         self.series.plans.push(PlanRow {
             t_s,
-            solver: plan.solver.clone(),
+            solver: sol.solver.to_string(),
             cost: o.cost,
-            baseline_cost: plan.baseline_cost,
-            lower_bound: plan.lower_bound,
-            solve_ms: plan.solve_ms,
+            baseline_cost: sol.baseline_cost,
+            lower_bound: sol.lower_bound,
+            solve_ms: sol.solve_ms,
             migrations: o.migrations,
             switches: o.switches,
-            servers_on: plan.servers_on.values().filter(|&&v| v).count(),
+            servers_on: d.on.iter().filter(|&&v| v).count(),
             energy_kwh: o.energy_kwh,
             heat_delivered_kwh: o.heat_delivered_kwh,
         });

@@ -63,10 +63,6 @@ pub struct Site {
     pub server_group: Vec<usize>,
     /// Server ids.
     pub server_ids: Vec<String>,
-    /// Index of each server id.
-    pub server_index: HashMap<String, usize>,
-    /// Server indices in id order (the order of a plan's maps).
-    pub server_sorted: Vec<usize>,
     /// The snapshot's server records (with `on` to be filled in).
     pub snapshot_servers: Vec<Server>,
     /// Loops.
@@ -149,13 +145,6 @@ impl Site {
                 });
             }
         }
-        let server_index = server_ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), i))
-            .collect();
-        let mut server_sorted: Vec<usize> = (0..server_ids.len()).collect();
-        server_sorted.sort_by(|&a, &b| server_ids[a].cmp(&server_ids[b]));
 
         let consumer_index: HashMap<&str, usize> = sc
             .consumers
@@ -231,8 +220,6 @@ impl Site {
             group_mem_gib,
             server_group,
             server_ids,
-            server_index,
-            server_sorted,
             snapshot_servers,
             loops,
             consumers,
