@@ -78,9 +78,6 @@ struct Active {
     grant: f64,
     /// Batch cores per horizon step of the last plan.
     planned: Vec<f64>,
-    /// Its snapshot record, kept between plans so that a snapshot moves
-    /// records rather than allocating them anew every period.
-    vm: Vm,
 }
 
 /// The deadline a plan sees for a batch job: its own, or — once the job's
@@ -107,23 +104,6 @@ fn urgent_deadline(
         deadline.min(now + chrono::Duration::milliseconds((periods * period_s * 1000.0) as i64))
     } else {
         deadline
-    }
-}
-
-/// A record with nothing allocated, left in place while the real one is
-/// lent to a snapshot.
-fn placeholder_vm() -> Vm {
-    Vm {
-        id: String::new(),
-        vcpus: 0,
-        mem_gib: 0.0,
-        image: None,
-        host: None,
-        kind: VmKind::Interactive,
-        load: None,
-        work_core_h: None,
-        deadline: None,
-        migratable: true,
     }
 }
 
@@ -224,6 +204,10 @@ struct Engine<'a> {
     start_hour: f64,
     /// The snapshot's server records, kept between plans.
     snap_servers: Vec<scheduler::model::Server>,
+    /// The snapshot record of each VM of `active`, in the same order, kept
+    /// between plans and lent whole to a snapshot of every VM (no
+    /// per-period allocation or move of records).
+    records: Vec<Vm>,
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
 }
@@ -270,6 +254,7 @@ impl<'a> Engine<'a> {
             server_steps: 0,
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
+            records: Vec::new(),
             validated: false,
             start_hour: {
                 let s = sc.sim.start;
@@ -351,40 +336,61 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Admit VMs that arrived by `t_s`.
+    /// Admit VMs that arrived by `t_s`, keeping `active` (and `records`)
+    /// in VM-id order: the order of the snapshot's VMs, which the planners'
+    /// tie-breaks follow.
     fn admit(&mut self, t_s: f64) {
+        let first = self.next_job;
         while self.next_job < self.jobs.len() && self.jobs[self.next_job].arrival_s <= t_s + EPS {
-            let j = &self.jobs[self.next_job];
-            if j.kind == VmKind::Batch {
+            if self.jobs[self.next_job].kind == VmKind::Batch {
                 self.t.batch_jobs += 1;
             }
-            // Keep `active` in VM-id order (the order of the plan's maps).
-            let pos = self.active.partition_point(|a| self.jobs[a.job].id < j.id);
-            self.active.insert(
-                pos,
-                Active {
-                    job: self.next_job,
-                    host: None,
-                    left_core_h: j.work_core_h,
-                    deadline: j.deadline,
-                    missed: false,
-                    grant: 0.0,
-                    planned: Vec::new(),
-                    vm: Vm {
-                        id: j.id.clone(),
-                        vcpus: j.vcpus,
-                        mem_gib: j.mem_gib,
-                        image: j.image.clone(),
-                        host: None,
-                        kind: j.kind,
-                        load: None,
-                        work_core_h: None,
-                        deadline: None,
-                        migratable: j.migratable,
-                    },
-                },
-            );
             self.next_job += 1;
+        }
+        if first == self.next_job {
+            return;
+        }
+        let jobs = self.jobs;
+        let mut arrived: Vec<usize> = (first..self.next_job).collect();
+        arrived.sort_by(|&a, &b| jobs[a].id.cmp(&jobs[b].id));
+        // One merge of the arrivals into the id-ordered lists.
+        let old_active = std::mem::take(&mut self.active);
+        let old_records = std::mem::take(&mut self.records);
+        let n = old_active.len() + arrived.len();
+        self.active.reserve(n);
+        self.records.reserve(n);
+        let mut old = old_active.into_iter().zip(old_records).peekable();
+        for job in arrived {
+            let j = &jobs[job];
+            while let Some((a, vm)) = old.next_if(|(a, _)| jobs[a.job].id < j.id) {
+                self.active.push(a);
+                self.records.push(vm);
+            }
+            self.active.push(Active {
+                job,
+                host: None,
+                left_core_h: j.work_core_h,
+                deadline: j.deadline,
+                missed: false,
+                grant: 0.0,
+                planned: Vec::new(),
+            });
+            self.records.push(Vm {
+                id: j.id.clone(),
+                vcpus: j.vcpus,
+                mem_gib: j.mem_gib,
+                image: j.image.clone(),
+                host: None,
+                kind: j.kind,
+                load: None,
+                work_core_h: None,
+                deadline: None,
+                migratable: j.migratable,
+            });
+        }
+        for (a, vm) in old {
+            self.active.push(a);
+            self.records.push(vm);
         }
     }
 
@@ -453,8 +459,9 @@ impl<'a> Engine<'a> {
             .fold(0.0, f64::max)
     }
 
-    /// Build the snapshot of the site at `t_s`. The server and VM records
-    /// are lent to it: give them back with [`Engine::restore`].
+    /// Build the snapshot of the site at `t_s`. The server records, and
+    /// with `with_pending` the VM records, are lent to it: give them back
+    /// with [`Engine::restore`]. The snapshot's VM `k` is `active[index[k]]`.
     fn snapshot(&mut self, t_s: f64, with_pending: bool, relax: bool) -> (Snapshot, Vec<usize>) {
         let sim = &self.sc.sim;
         let period = sim.control_period_s;
@@ -469,22 +476,16 @@ impl<'a> Engine<'a> {
         for (s, srv) in servers.iter_mut().enumerate() {
             srv.on = self.bank.on[s];
         }
-        let mut vms = Vec::with_capacity(self.active.len());
-        let mut index = Vec::with_capacity(self.active.len());
-        for (i, a) in self.active.iter_mut().enumerate() {
-            if a.host.is_none() && !with_pending {
-                continue;
-            }
+        for (a, vm) in self.active.iter().zip(&mut self.records) {
             let j = &self.jobs[a.job];
             let batch = j.kind == VmKind::Batch;
-            index.push(i);
             let host = a.host.map(|h| self.site.server_ids[h].as_str());
-            if a.vm.host.as_deref() != host {
-                a.vm.host = host.map(str::to_string);
+            if vm.host.as_deref() != host {
+                vm.host = host.map(str::to_string);
             }
-            a.vm.load = (!batch).then(|| (j.load * factor).min(1.0));
-            a.vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
-            a.vm.deadline = match (batch, a.deadline) {
+            vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
+            vm.deadline = match (batch, a.deadline) {
                 (false, _) => None,
                 (true, Some(d)) if relax => Some(d.max(relaxed)),
                 (true, Some(d)) => Some(urgent_deadline(
@@ -497,8 +498,22 @@ impl<'a> Engine<'a> {
                 )),
                 (true, None) => None,
             };
-            vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
         }
+        let (vms, index) = if with_pending {
+            (
+                std::mem::take(&mut self.records),
+                (0..self.active.len()).collect(),
+            )
+        } else {
+            // A fallback plan without the pending VMs (rare): copies.
+            let index: Vec<usize> = (0..self.active.len())
+                .filter(|&i| self.active[i].host.is_some())
+                .collect();
+            (
+                index.iter().map(|&i| self.records[i].clone()).collect(),
+                index,
+            )
+        };
         let prices: Vec<f64> = (0..steps)
             .map(|k| self.price_at(t_s + (k as f64 + 0.5) * period))
             .collect();
@@ -541,10 +556,10 @@ impl<'a> Engine<'a> {
     }
 
     /// Take back the records lent to a snapshot.
-    fn restore(&mut self, snap: Snapshot, index: &[usize]) {
+    fn restore(&mut self, snap: Snapshot) {
         self.snap_servers = snap.servers;
-        for (vm, &i) in snap.vms.into_iter().zip(index) {
-            self.active[i].vm = vm;
+        if self.records.is_empty() {
+            self.records = snap.vms;
         }
     }
 
@@ -606,7 +621,7 @@ impl<'a> Engine<'a> {
             };
             self.solver += built.elapsed();
             self.snapshotting += built - began;
-            self.restore(snap, &index);
+            self.restore(snap);
             match solved {
                 Ok(solution) => return self.apply_solution(t_s, &solution, &index),
                 Err(e) => {
@@ -1006,24 +1021,29 @@ impl<'a> Engine<'a> {
         let bank = &self.bank;
         let jobs = self.jobs;
         let t = &mut self.t;
+        let mut keep = Vec::with_capacity(self.active.len());
         self.active.retain_mut(|a| {
             let j = &jobs[a.job];
-            if j.kind != VmKind::Batch {
-                return true;
-            }
-            if let Some(s) = a.host {
-                a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
-            }
-            if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
-                t.completed += 1;
-                return false;
-            }
-            if !a.missed && j.deadline.is_some_and(|d| d <= now) {
-                a.missed = true;
-                t.misses += 1;
-            }
-            true
+            let k = j.kind != VmKind::Batch || {
+                if let Some(s) = a.host {
+                    a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
+                }
+                if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
+                    t.completed += 1;
+                    false
+                } else {
+                    if !a.missed && j.deadline.is_some_and(|d| d <= now) {
+                        a.missed = true;
+                        t.misses += 1;
+                    }
+                    true
+                }
+            };
+            keep.push(k);
+            k
         });
+        let mut flags = keep.into_iter();
+        self.records.retain(|_| flags.next().unwrap_or(true));
     }
 
     fn summary(&self, wall_s: f64) -> Summary {
