@@ -208,6 +208,9 @@ struct Engine<'a> {
     /// between plans and lent whole to a snapshot of every VM (no
     /// per-period allocation or move of records).
     records: Vec<Vm>,
+    /// Spare lists that `admit` merges into (their capacity kept between
+    /// periods).
+    spare: (Vec<Active>, Vec<Vm>),
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
 }
@@ -255,6 +258,7 @@ impl<'a> Engine<'a> {
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
             records: Vec::new(),
+            spare: (Vec::new(), Vec::new()),
             validated: false,
             start_hour: {
                 let s = sc.sim.start;
@@ -353,13 +357,18 @@ impl<'a> Engine<'a> {
         let jobs = self.jobs;
         let mut arrived: Vec<usize> = (first..self.next_job).collect();
         arrived.sort_by(|&a, &b| jobs[a].id.cmp(&jobs[b].id));
-        // One merge of the arrivals into the id-ordered lists.
-        let old_active = std::mem::take(&mut self.active);
-        let old_records = std::mem::take(&mut self.records);
+        // One merge of the arrivals into the id-ordered lists (into the
+        // spare ones, whose memory is reused from period to period).
+        let old_active = std::mem::replace(&mut self.active, std::mem::take(&mut self.spare.0));
+        let old_records = std::mem::replace(&mut self.records, std::mem::take(&mut self.spare.1));
         let n = old_active.len() + arrived.len();
         self.active.reserve(n);
         self.records.reserve(n);
-        let mut old = old_active.into_iter().zip(old_records).peekable();
+        let (mut spare_active, mut spare_records) = (old_active, old_records);
+        let mut old = spare_active
+            .drain(..)
+            .zip(spare_records.drain(..))
+            .peekable();
         for job in arrived {
             let j = &jobs[job];
             while let Some((a, vm)) = old.next_if(|(a, _)| jobs[a.job].id < j.id) {
@@ -392,6 +401,7 @@ impl<'a> Engine<'a> {
             self.active.push(a);
             self.records.push(vm);
         }
+        self.spare = (spare_active, spare_records);
     }
 
     /// Count jobs that can no longer make their deadline and give them an
