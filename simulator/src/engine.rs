@@ -1031,10 +1031,13 @@ impl<'a> Engine<'a> {
         let bank = &self.bank;
         let jobs = self.jobs;
         let t = &mut self.t;
-        let mut keep = Vec::with_capacity(self.active.len());
+        // Whether each VM stays, to retire its record alike.
+        let mut stays = Vec::with_capacity(self.active.len());
         self.active.retain_mut(|a| {
             let j = &jobs[a.job];
-            let k = j.kind != VmKind::Batch || {
+            let stay = if j.kind != VmKind::Batch {
+                true
+            } else {
                 if let Some(s) = a.host {
                     a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
                 }
@@ -1049,11 +1052,11 @@ impl<'a> Engine<'a> {
                     true
                 }
             };
-            keep.push(k);
-            k
+            stays.push(stay);
+            stay
         });
-        let mut flags = keep.into_iter();
-        self.records.retain(|_| flags.next().unwrap_or(true));
+        let mut stays = stays.into_iter();
+        self.records.retain(|_| stays.next().unwrap_or(true));
     }
 
     fn summary(&self, wall_s: f64) -> Summary {
