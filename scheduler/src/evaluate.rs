@@ -73,8 +73,9 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
         };
     }
 
-    // Load per server and step, vCPUs and memory per server.
-    let mut load = vec![vec![0.0_f64; nt]; ns];
+    // Load per server and step (flat, server-major: one allocation), vCPUs
+    // and memory per server.
+    let mut load = vec![0.0_f64; ns * nt];
     let mut vcpus = vec![0.0_f64; ns];
     let mut mem = vec![0.0_f64; ns];
     // (server, image) → number of VMs of that image on that server.
@@ -129,7 +130,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                     ));
                 }
                 let c = c.clamp(0.0, f64::from(vm.vcpus));
-                load[s][t] += c;
+                load[s * nt + t] += c;
                 if t < inst.batch_steps[v] {
                     done += c * step_h;
                 }
@@ -147,7 +148,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                 ));
             }
         } else {
-            for l in &mut load[s] {
+            for l in &mut load[s * nt..(s + 1) * nt] {
                 *l += inst.vm_fixed_cores[v];
             }
         }
@@ -195,7 +196,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
             ));
         }
         for t in 0..nt {
-            let u = load[s][t] / cores;
+            let u = load[s * nt + t] / cores;
             if !le(u, 1.0) {
                 violations.push(format!(
                     "server {} step {t}: utilisation {u:.4} above 1",

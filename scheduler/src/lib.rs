@@ -14,7 +14,9 @@
 //!   decisions — every solver's output passes through it.
 //! - Solvers: [`greedy`] (the baseline), [`optimizer`] (the default),
 //!   [`exact`] (the MILP reference, proven optimal; small sites only).
-//! - [`solve`]: validate, solve, evaluate, and compare with the baseline.
+//! - [`solve`]: validate, solve, evaluate, and compare with the baseline;
+//!   [`solve_prepared`] the same for in-process callers, by index
+//!   ([`Solution`]).
 
 pub mod curve;
 pub mod error;
@@ -86,47 +88,93 @@ pub fn solve(snap: &Snapshot, opts: &SolveOptions) -> Result<Plan, PlanError> {
     let started = Instant::now();
     validate::validate(snap)?;
     let inst = Instance::new(snap)?;
-    validate::check_feasible(&inst)?;
+    let s = solve_instance(&inst, opts, started)?;
+    let mut plan = evaluate::to_plan(&inst, &s.decisions, &s.evaluation, s.solver, s.solve_ms);
+    plan.lower_bound = s.lower_bound;
+    plan.baseline_cost = s.baseline_cost;
+    Ok(plan)
+}
+
+/// A solved snapshot by index: what [`solve`] writes out as an id-keyed
+/// [`Plan`].
+#[derive(Debug, Clone)]
+pub struct Solution {
+    /// Hosts, on/off states and batch cores, by index into the snapshot's
+    /// lists.
+    pub decisions: Decisions,
+    /// Their exact cost, power and heat (feasible: no violations).
+    pub evaluation: Evaluation,
+    /// The solver that produced them (`optimizer`, `greedy`, `exact`).
+    pub solver: &'static str,
+    /// A proven lower bound on the optimal cost, when computed.
+    pub lower_bound: Option<f64>,
+    /// The greedy baseline's cost, with [`SolveOptions::with_baseline`].
+    pub baseline_cost: Option<f64>,
+    /// Time spent, ms.
+    pub solve_ms: f64,
+}
+
+/// Solve a snapshot the caller built itself and keep the result by index,
+/// for in-process callers that plan thousands of times (the simulator).
+///
+/// Unlike [`solve`], the snapshot's fields are not validated
+/// ([`validate::validate`]: finite numbers, ranges, unique ids): that is the
+/// caller's duty, for data it has checked already. Ids are still resolved
+/// ([`Instance::new`]), infeasible snapshots still diagnosed, and the
+/// decisions still pass [`evaluate`]'s hard-rule check, exactly as in
+/// [`solve`]; on a valid snapshot both return the same decisions.
+pub fn solve_prepared(snap: &Snapshot, opts: &SolveOptions) -> Result<Solution, PlanError> {
+    let started = Instant::now();
+    let inst = Instance::new(snap)?;
+    solve_instance(&inst, opts, started)
+}
+
+fn solve_instance(
+    inst: &Instance<'_>,
+    opts: &SolveOptions,
+    started: Instant,
+) -> Result<Solution, PlanError> {
+    validate::check_feasible(inst)?;
     let (decisions, name, lower_bound) = match opts.solver {
-        SolverKind::Greedy => (greedy::decide(&inst)?, greedy::NAME, None),
+        SolverKind::Greedy => (greedy::decide(inst)?, greedy::NAME, None),
         SolverKind::Optimizer => {
             let settings = optimizer::Settings {
                 deadline: opts.time_limit.map(|d| started + d),
                 lower_bound: !opts.skip_lower_bound,
             };
-            let out = optimizer::decide_with(&inst, &settings)?;
+            let out = optimizer::decide_with(inst, &settings)?;
             (out.decisions, optimizer::NAME, out.lower_bound)
         }
         SolverKind::Exact => {
             let limit = opts.time_limit.map(|d| d.saturating_sub(started.elapsed()));
-            let out = exact::solve(&inst, exact::Backend::default(), limit)?;
+            let out = exact::solve(inst, exact::Backend::default(), limit)?;
             (out.decisions, exact::NAME, out.best_bound)
         }
     };
-    let ev = evaluate(&inst, &decisions);
+    let ev = evaluate(inst, &decisions);
     if !ev.is_feasible() {
         return Err(PlanError::Solver(format!(
             "{name} produced a plan that breaks the model: {}",
             ev.violations.join("; ")
         )));
     }
-    let mut plan = evaluate::to_plan(
-        &inst,
-        &decisions,
-        &ev,
-        name,
-        started.elapsed().as_secs_f64() * 1000.0,
-    );
-    plan.lower_bound = lower_bound;
-    if opts.with_baseline {
-        plan.baseline_cost = if opts.solver == SolverKind::Greedy {
-            Some(plan.objective.cost)
-        } else {
-            greedy::decide(&inst).ok().and_then(|d| {
-                let e = evaluate(&inst, &d);
-                e.is_feasible().then_some(e.objective.cost)
-            })
-        };
-    }
-    Ok(plan)
+    let solve_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let baseline_cost = if !opts.with_baseline {
+        None
+    } else if opts.solver == SolverKind::Greedy {
+        Some(ev.objective.cost)
+    } else {
+        greedy::decide(inst).ok().and_then(|d| {
+            let e = evaluate(inst, &d);
+            e.is_feasible().then_some(e.objective.cost)
+        })
+    };
+    Ok(Solution {
+        decisions,
+        evaluation: ev,
+        solver: name,
+        lower_bound,
+        baseline_cost,
+        solve_ms,
+    })
 }

@@ -18,12 +18,11 @@
 //! states are kept and batch work runs as soon as possible where it is.
 //! Each case is counted (`plan_failures`, `plans_kept`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
-use scheduler::model::{HeatLoop, Plan, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
-use scheduler::{SolveOptions, SolverKind};
+use scheduler::model::{HeatLoop, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
+use scheduler::{Solution, SolveOptions, SolverKind};
 use tracing::{debug, warn};
 
 use crate::error::SimError;
@@ -79,9 +78,6 @@ struct Active {
     grant: f64,
     /// Batch cores per horizon step of the last plan.
     planned: Vec<f64>,
-    /// Its snapshot record, kept between plans so that a snapshot moves
-    /// records rather than allocating them anew every period.
-    vm: Vm,
 }
 
 /// The deadline a plan sees for a batch job: its own, or — once the job's
@@ -108,23 +104,6 @@ fn urgent_deadline(
         deadline.min(now + chrono::Duration::milliseconds((periods * period_s * 1000.0) as i64))
     } else {
         deadline
-    }
-}
-
-/// A record with nothing allocated, left in place while the real one is
-/// lent to a snapshot.
-fn placeholder_vm() -> Vm {
-    Vm {
-        id: String::new(),
-        vcpus: 0,
-        mem_gib: 0.0,
-        image: None,
-        host: None,
-        kind: VmKind::Interactive,
-        load: None,
-        work_core_h: None,
-        deadline: None,
-        migratable: true,
     }
 }
 
@@ -225,6 +204,15 @@ struct Engine<'a> {
     start_hour: f64,
     /// The snapshot's server records, kept between plans.
     snap_servers: Vec<scheduler::model::Server>,
+    /// The snapshot record of each VM of `active`, in the same order, kept
+    /// between plans and lent whole to a snapshot of every VM (no
+    /// per-period allocation or move of records).
+    records: Vec<Vm>,
+    /// Spare lists that `admit` merges into (their capacity kept between
+    /// periods).
+    spare: (Vec<Active>, Vec<Vm>),
+    /// Whether a snapshot of this run has been validated in full.
+    validated: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -269,6 +257,9 @@ impl<'a> Engine<'a> {
             server_steps: 0,
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
+            records: Vec::new(),
+            spare: (Vec::new(), Vec::new()),
+            validated: false,
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -349,41 +340,68 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Admit VMs that arrived by `t_s`.
+    /// Admit VMs that arrived by `t_s`, keeping `active` (and `records`)
+    /// in VM-id order: the order of the snapshot's VMs, which the planners'
+    /// tie-breaks follow.
     fn admit(&mut self, t_s: f64) {
+        let first = self.next_job;
         while self.next_job < self.jobs.len() && self.jobs[self.next_job].arrival_s <= t_s + EPS {
-            let j = &self.jobs[self.next_job];
-            if j.kind == VmKind::Batch {
+            if self.jobs[self.next_job].kind == VmKind::Batch {
                 self.t.batch_jobs += 1;
             }
-            // Keep `active` in VM-id order (the order of the plan's maps).
-            let pos = self.active.partition_point(|a| self.jobs[a.job].id < j.id);
-            self.active.insert(
-                pos,
-                Active {
-                    job: self.next_job,
-                    host: None,
-                    left_core_h: j.work_core_h,
-                    deadline: j.deadline,
-                    missed: false,
-                    grant: 0.0,
-                    planned: Vec::new(),
-                    vm: Vm {
-                        id: j.id.clone(),
-                        vcpus: j.vcpus,
-                        mem_gib: j.mem_gib,
-                        image: j.image.clone(),
-                        host: None,
-                        kind: j.kind,
-                        load: None,
-                        work_core_h: None,
-                        deadline: None,
-                        migratable: j.migratable,
-                    },
-                },
-            );
             self.next_job += 1;
         }
+        if first == self.next_job {
+            return;
+        }
+        let jobs = self.jobs;
+        let mut arrived: Vec<usize> = (first..self.next_job).collect();
+        arrived.sort_by(|&a, &b| jobs[a].id.cmp(&jobs[b].id));
+        // One merge of the arrivals into the id-ordered lists (into the
+        // spare ones, whose memory is reused from period to period).
+        let old_active = std::mem::replace(&mut self.active, std::mem::take(&mut self.spare.0));
+        let old_records = std::mem::replace(&mut self.records, std::mem::take(&mut self.spare.1));
+        let n = old_active.len() + arrived.len();
+        self.active.reserve(n);
+        self.records.reserve(n);
+        let (mut spare_active, mut spare_records) = (old_active, old_records);
+        let mut old = spare_active
+            .drain(..)
+            .zip(spare_records.drain(..))
+            .peekable();
+        for job in arrived {
+            let j = &jobs[job];
+            while let Some((a, vm)) = old.next_if(|(a, _)| jobs[a.job].id < j.id) {
+                self.active.push(a);
+                self.records.push(vm);
+            }
+            self.active.push(Active {
+                job,
+                host: None,
+                left_core_h: j.work_core_h,
+                deadline: j.deadline,
+                missed: false,
+                grant: 0.0,
+                planned: Vec::new(),
+            });
+            self.records.push(Vm {
+                id: j.id.clone(),
+                vcpus: j.vcpus,
+                mem_gib: j.mem_gib,
+                image: j.image.clone(),
+                host: None,
+                kind: j.kind,
+                load: None,
+                work_core_h: None,
+                deadline: None,
+                migratable: j.migratable,
+            });
+        }
+        for (a, vm) in old {
+            self.active.push(a);
+            self.records.push(vm);
+        }
+        self.spare = (spare_active, spare_records);
     }
 
     /// Count jobs that can no longer make their deadline and give them an
@@ -451,8 +469,9 @@ impl<'a> Engine<'a> {
             .fold(0.0, f64::max)
     }
 
-    /// Build the snapshot of the site at `t_s`. The server and VM records
-    /// are lent to it: give them back with [`Engine::restore`].
+    /// Build the snapshot of the site at `t_s`. The server records, and
+    /// with `with_pending` the VM records, are lent to it: give them back
+    /// with [`Engine::restore`]. The snapshot's VM `k` is `active[index[k]]`.
     fn snapshot(&mut self, t_s: f64, with_pending: bool, relax: bool) -> (Snapshot, Vec<usize>) {
         let sim = &self.sc.sim;
         let period = sim.control_period_s;
@@ -467,22 +486,16 @@ impl<'a> Engine<'a> {
         for (s, srv) in servers.iter_mut().enumerate() {
             srv.on = self.bank.on[s];
         }
-        let mut vms = Vec::with_capacity(self.active.len());
-        let mut index = Vec::with_capacity(self.active.len());
-        for (i, a) in self.active.iter_mut().enumerate() {
-            if a.host.is_none() && !with_pending {
-                continue;
-            }
+        for (a, vm) in self.active.iter().zip(&mut self.records) {
             let j = &self.jobs[a.job];
             let batch = j.kind == VmKind::Batch;
-            index.push(i);
             let host = a.host.map(|h| self.site.server_ids[h].as_str());
-            if a.vm.host.as_deref() != host {
-                a.vm.host = host.map(str::to_string);
+            if vm.host.as_deref() != host {
+                vm.host = host.map(str::to_string);
             }
-            a.vm.load = (!batch).then(|| (j.load * factor).min(1.0));
-            a.vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
-            a.vm.deadline = match (batch, a.deadline) {
+            vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
+            vm.deadline = match (batch, a.deadline) {
                 (false, _) => None,
                 (true, Some(d)) if relax => Some(d.max(relaxed)),
                 (true, Some(d)) => Some(urgent_deadline(
@@ -495,8 +508,22 @@ impl<'a> Engine<'a> {
                 )),
                 (true, None) => None,
             };
-            vms.push(std::mem::replace(&mut a.vm, placeholder_vm()));
         }
+        let (vms, index) = if with_pending {
+            (
+                std::mem::take(&mut self.records),
+                (0..self.active.len()).collect(),
+            )
+        } else {
+            // A fallback plan without the pending VMs (rare): copies.
+            let index: Vec<usize> = (0..self.active.len())
+                .filter(|&i| self.active[i].host.is_some())
+                .collect();
+            (
+                index.iter().map(|&i| self.records[i].clone()).collect(),
+                index,
+            )
+        };
         let prices: Vec<f64> = (0..steps)
             .map(|k| self.price_at(t_s + (k as f64 + 0.5) * period))
             .collect();
@@ -539,10 +566,10 @@ impl<'a> Engine<'a> {
     }
 
     /// Take back the records lent to a snapshot.
-    fn restore(&mut self, snap: Snapshot, index: &[usize]) {
+    fn restore(&mut self, snap: Snapshot) {
         self.snap_servers = snap.servers;
-        for (vm, &i) in snap.vms.into_iter().zip(index) {
-            self.active[i].vm = vm;
+        if self.records.is_empty() {
+            self.records = snap.vms;
         }
     }
 
@@ -569,9 +596,9 @@ impl<'a> Engine<'a> {
     fn solve(&mut self, t_s: f64, solver: SolverKind) {
         let opts = SolveOptions {
             solver,
-            time_limit: Some(Duration::from_millis(self.sc.sim.plan_time_limit_ms)),
+            time_limit: self.sc.sim.plan_time_limit_ms.map(Duration::from_millis),
             with_baseline: self.sc.sim.compare_baseline,
-            ..Default::default()
+            skip_lower_bound: !self.sc.sim.lower_bound,
         };
         self.t.plans += 1;
         let has_pending = self.active.iter().any(|a| a.host.is_none());
@@ -592,12 +619,21 @@ impl<'a> Engine<'a> {
                 snap.policy.max_migrations = snap.vms.len();
             }
             let built = Instant::now();
-            let solved = scheduler::solve(&snap, &opts);
+            // The simulator builds its snapshots from a validated scenario;
+            // the first one of a run is checked in full all the same.
+            let solved = if self.validated {
+                scheduler::solve_prepared(&snap, &opts)
+            } else {
+                scheduler::validate::validate(&snap).and_then(|()| {
+                    self.validated = true;
+                    scheduler::solve_prepared(&snap, &opts)
+                })
+            };
             self.solver += built.elapsed();
             self.snapshotting += built - began;
-            self.restore(snap, &index);
+            self.restore(snap);
             match solved {
-                Ok(plan) => return self.apply_plan(t_s, &plan, &index),
+                Ok(solution) => return self.apply_solution(t_s, &solution, &index),
                 Err(e) => {
                     if k == 0 {
                         self.t.plan_failures += 1;
@@ -620,78 +656,46 @@ impl<'a> Engine<'a> {
         });
     }
 
-    fn apply_plan(&mut self, t_s: f64, plan: &Plan, index: &[usize]) {
-        // `active` is kept in VM-id order, and so are the snapshot's VMs and
-        // the plan's maps: walk them side by side; fall back to lookups if
-        // the plan is shaped otherwise.
-        let mut in_order = plan.placements.len() == index.len();
-        if in_order {
-            for ((vm, host), &i) in plan.placements.iter().zip(index) {
-                let a = &self.active[i];
-                if self.jobs[a.job].id != *vm {
-                    in_order = false;
-                    break;
-                }
-                let s = match a.host {
-                    Some(h) if self.site.server_ids[h] == *host => h,
-                    _ => match self.site.server_index.get(host) {
-                        Some(&s) => s,
-                        None => continue,
-                    },
-                };
-                self.active[i].host = Some(s);
-            }
-        }
-        if !in_order {
-            let job_index: HashMap<&str, usize> = index
-                .iter()
-                .map(|&i| (self.jobs[self.active[i].job].id.as_str(), i))
-                .collect();
-            for (vm, host) in &plan.placements {
-                if let (Some(&i), Some(&s)) =
-                    (job_index.get(vm.as_str()), self.site.server_index.get(host))
-                {
-                    self.active[i].host = Some(s);
-                }
-            }
-        }
-        for &i in index {
+    /// Apply a plan: the snapshot's VM `k` is `active[index[k]]`, its
+    /// servers are the site's, in order.
+    fn apply_solution(&mut self, t_s: f64, sol: &Solution, index: &[usize]) {
+        let d = &sol.decisions;
+        let mut migrations = 0;
+        for (k, &i) in index.iter().enumerate() {
             let a = &mut self.active[i];
-            let j = &self.jobs[a.job];
-            if j.kind == VmKind::Batch {
-                a.planned = plan.batch_cores.get(&j.id).cloned().unwrap_or_default();
+            let s = d.host[k];
+            if a.host.is_some_and(|h| h != s) {
+                migrations += 1;
+            }
+            a.host = Some(s);
+            if self.jobs[a.job].kind == VmKind::Batch {
+                a.planned.clear();
+                a.planned.extend_from_slice(&d.batch_cores[k]);
                 a.grant = a.planned.first().copied().unwrap_or(0.0);
             } else {
                 a.grant = 0.0;
             }
         }
         let mut switches = 0;
-        for (k, (id, &on)) in plan.servers_on.iter().enumerate() {
-            let s = match self.site.server_sorted.get(k) {
-                Some(&s) if self.site.server_ids[s] == *id => s,
-                _ => match self.site.server_index.get(id) {
-                    Some(&s) => s,
-                    None => continue,
-                },
-            };
+        for (s, &on) in d.on.iter().enumerate() {
             if self.bank.on[s] != on {
                 switches += 1;
             }
             self.bank.on[s] = on;
         }
         self.t.switches += switches;
-        self.t.migrations += plan.migrations.len();
-        let o = &plan.objective;
+        self.t.migrations += migrations;
+        let o = &sol.evaluation.objective;
         self.series.plans.push(PlanRow {
             t_s,
-            solver: plan.solver.clone(),
+            solver: sol.solver.to_string(),
             cost: o.cost,
-            baseline_cost: plan.baseline_cost,
-            lower_bound: plan.lower_bound,
-            solve_ms: plan.solve_ms,
+            baseline_cost: sol.baseline_cost,
+            lower_bound: sol.lower_bound,
+            solve_ms: sol.solve_ms,
             migrations: o.migrations,
             switches: o.switches,
-            servers_on: plan.servers_on.values().filter(|&&v| v).count(),
+            servers_on: d.on.iter().filter(|&&v| v).count(),
             energy_kwh: o.energy_kwh,
             heat_delivered_kwh: o.heat_delivered_kwh,
         });
@@ -1027,24 +1031,32 @@ impl<'a> Engine<'a> {
         let bank = &self.bank;
         let jobs = self.jobs;
         let t = &mut self.t;
+        // Whether each VM stays, to retire its record alike.
+        let mut stays = Vec::with_capacity(self.active.len());
         self.active.retain_mut(|a| {
             let j = &jobs[a.job];
-            if j.kind != VmKind::Batch {
-                return true;
-            }
-            if let Some(s) = a.host {
-                a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
-            }
-            if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
-                t.completed += 1;
-                return false;
-            }
-            if !a.missed && j.deadline.is_some_and(|d| d <= now) {
-                a.missed = true;
-                t.misses += 1;
-            }
-            true
+            let stay = if j.kind != VmKind::Batch {
+                true
+            } else {
+                if let Some(s) = a.host {
+                    a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
+                }
+                if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
+                    t.completed += 1;
+                    false
+                } else {
+                    if !a.missed && j.deadline.is_some_and(|d| d <= now) {
+                        a.missed = true;
+                        t.misses += 1;
+                    }
+                    true
+                }
+            };
+            stays.push(stay);
+            stay
         });
+        let mut stays = stays.into_iter();
+        self.records.retain(|_| stays.next().unwrap_or(true));
     }
 
     fn summary(&self, wall_s: f64) -> Summary {

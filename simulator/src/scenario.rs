@@ -122,14 +122,23 @@ pub struct SimSection {
     /// hold for its whole horizon). At most `horizon_steps`.
     #[serde(default = "SimSection::default_replan_periods")]
     pub replan_periods: usize,
-    /// Time limit of one plan, ms (the optimiser returns its best plan by then).
-    #[serde(default = "SimSection::default_plan_time_limit_ms")]
-    pub plan_time_limit_ms: u64,
+    /// Wall-clock time limit of one plan, ms (the optimiser returns its best
+    /// plan by then). None (the default): the optimiser runs until no move
+    /// improves its plan, which it decides without the clock, so a run is
+    /// reproducible. A limit that binds makes the plans, and so the summary,
+    /// depend on the machine's speed and load.
+    #[serde(default)]
+    pub plan_time_limit_ms: Option<u64>,
     /// Also run the greedy baseline on every snapshot and record its cost
     /// beside each plan (the dashboards' "gain over baseline"); costs one
     /// greedy solve per plan.
     #[serde(default)]
     pub compare_baseline: bool,
+    /// Also compute the optimiser's proven lower bound on each plan's cost
+    /// (`lower_bound` in the time series, on the scheduler dashboard); costs
+    /// an LP solve per plan.
+    #[serde(default)]
+    pub lower_bound: bool,
     /// Whether each server's local guard caps its power at the steady-state
     /// temperature limit (as the Phoenix agent does).
     #[serde(default = "yes")]
@@ -151,9 +160,6 @@ impl SimSection {
     }
     fn default_replan_periods() -> usize {
         1
-    }
-    fn default_plan_time_limit_ms() -> u64 {
-        2000
     }
 }
 
@@ -954,6 +960,12 @@ impl Scenario {
                     "{} must lie in [1, horizon_steps = {}]",
                     s.replan_periods, s.horizon_steps
                 ),
+            ));
+        }
+        if s.plan_time_limit_ms == Some(0) {
+            return Err(ScenarioError::invalid(
+                "sim.plan_time_limit_ms",
+                "must be ≥ 1 (leave it out for no limit)",
             ));
         }
         if let Some(step) = self.output.step_s {

@@ -63,10 +63,6 @@ pub struct Site {
     pub server_group: Vec<usize>,
     /// Server ids.
     pub server_ids: Vec<String>,
-    /// Index of each server id.
-    pub server_index: HashMap<String, usize>,
-    /// Server indices in id order (the order of a plan's maps).
-    pub server_sorted: Vec<usize>,
     /// The snapshot's server records (with `on` to be filled in).
     pub snapshot_servers: Vec<Server>,
     /// Loops.
@@ -124,10 +120,11 @@ impl Site {
             group_mem_gib.push(r.mem_gib);
             // The planner knows a configured cap as the steady-state temperature
             // limit it implies: T_in + R·min(cap, thermal limit).
-            let planner_limit_c = match g.cap_w {
+            let limit_c = match g.cap_w {
                 Some(cap) if cap < thermal_w => g.inlet_c + g.r_k_per_w * cap,
                 _ => g.temp_limit_c,
             };
+            let planner_limit_c = planner_limit_c(g.inlet_c, limit_c);
             for k in 0..g.count {
                 let id = format!("{}-{k:04}", g.name);
                 server_group.push(gi);
@@ -148,13 +145,6 @@ impl Site {
                 });
             }
         }
-        let server_index = server_ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), i))
-            .collect();
-        let mut server_sorted: Vec<usize> = (0..server_ids.len()).collect();
-        server_sorted.sort_by(|&a, &b| server_ids[a].cmp(&server_ids[b]));
 
         let consumer_index: HashMap<&str, usize> = sc
             .consumers
@@ -230,12 +220,24 @@ impl Site {
             group_mem_gib,
             server_group,
             server_ids,
-            server_index,
-            server_sorted,
             snapshot_servers,
             loops,
             consumers,
             weather,
         })
     }
+}
+
+/// The temperature limit shown to the planner for a server whose physical
+/// limit is `limit_c`. The planner accepts each rule to a relative tolerance
+/// of [`scheduler::instance::EPS`], so it may load a server to
+/// `(limit − T_in)/R · (1 + EPS)` watts; the physics caps it at the limit
+/// itself, and batch work planned at a server's limit would then fall short
+/// by that tolerance, period after period, until a job misses its deadline by
+/// a few millionths of a core-hour (and the planner, shown that residue, finds
+/// no plan). The limit it is shown is shrunk by twice the tolerance (once
+/// more than it allows, so that rounding cannot put it back above the cap),
+/// so that a plan at its limit is within the physical cap.
+pub fn planner_limit_c(inlet_c: f64, limit_c: f64) -> f64 {
+    inlet_c + (limit_c - inlet_c) / (1.0 + 2.0 * scheduler::instance::EPS)
 }
