@@ -125,6 +125,11 @@ impl<'i> Ctx<'i> {
         self.inst.snap.vms[v].mem_gib
     }
 
+    /// Work batch VM `v` must do in its window, core-steps (0 for others).
+    pub fn job_need(&self, v: usize) -> f64 {
+        self.jobs[v].as_ref().map_or(0.0, |j| j.min)
+    }
+
     pub fn can_switch(&self, s: usize) -> bool {
         self.inst.snap.servers[s].can_switch
     }
@@ -176,6 +181,8 @@ pub(crate) struct State {
     pub fixed: Vec<f64>,
     pub vcpus: Vec<f64>,
     pub mem: Vec<f64>,
+    /// Work the batch VMs on each server must do in their windows, core-steps.
+    batch_need: Vec<f64>,
     images: Vec<Vec<(usize, usize)>>,
     pub power: Vec<Vec<f64>>,
     /// Recovered heat per loop and step, W.
@@ -210,6 +217,7 @@ impl State {
             fixed: vec![0.0; ctx.ns],
             vcpus: vec![0.0; ctx.ns],
             mem: vec![0.0; ctx.ns],
+            batch_need: vec![0.0; ctx.ns],
             images: vec![Vec::new(); ctx.ns],
             power: vec![vec![0.0; ctx.nt]; ctx.ns],
             rec: vec![vec![0.0; ctx.nt]; snap.loops.len()],
@@ -284,22 +292,20 @@ impl State {
         let tol = |x: f64| EPS * (1.0 + x.abs());
         mig_after <= budget
             && self.vcpus[s] + ctx.vcpus(v) <= ctx.vcpu_cap[s] + tol(ctx.vcpu_cap[s])
-            && self.mem[s] + self.mem_need(ctx, s, v)
-                <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
             && self.fixed[s] + ctx.inst.vm_fixed_cores[v] <= ctx.cap_cores[s] * (1.0 - 1e-9)
             && self.batch_room_ok(ctx, s, v)
+            && self.mem[s] + self.mem_need(ctx, s, v)
+                <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
     }
 
     /// Necessary condition for the batch work on `s` plus `v`: the required
     /// core-steps fit in the room the interactive load leaves.
     fn batch_room_ok(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> bool {
-        let need_of = |w: usize| ctx.jobs[w].as_ref().map_or(0.0, |j| j.min);
-        let need: f64 = self.vms_on[s]
-            .iter()
-            .filter(|&&w| w != v)
-            .map(|&w| need_of(w))
-            .sum::<f64>()
-            + need_of(v);
+        let need = if self.host[v] == s {
+            self.batch_need[s]
+        } else {
+            self.batch_need[s] + ctx.job_need(v)
+        };
         let room = (ctx.cap_cores[s] - self.fixed[s] - ctx.inst.vm_fixed_cores[v]).max(0.0)
             * ctx.nt as f64;
         need <= room * (1.0 - 1e-9)
@@ -313,6 +319,7 @@ impl State {
         self.mem[s] += self.mem_need(ctx, s, v);
         self.vcpus[s] += ctx.vcpus(v);
         self.fixed[s] += ctx.inst.vm_fixed_cores[v];
+        self.batch_need[s] += ctx.job_need(v);
         if let Some(i) = ctx.inst.vm_image[v] {
             match self.images[s].iter_mut().find(|(im, _)| *im == i) {
                 Some(e) => e.1 += 1,
@@ -344,6 +351,7 @@ impl State {
         self.mem[s] -= self.mem_need(ctx, s, v);
         self.vcpus[s] -= ctx.vcpus(v);
         self.fixed[s] -= ctx.inst.vm_fixed_cores[v];
+        self.batch_need[s] -= ctx.job_need(v);
         if let Ok(pos) = self.vms_on[s].binary_search(&v) {
             self.vms_on[s].remove(pos);
         }
@@ -353,6 +361,7 @@ impl State {
             self.mem[s] = 0.0;
             self.vcpus[s] = 0.0;
             self.fixed[s] = 0.0;
+            self.batch_need[s] = 0.0;
         }
     }
 
