@@ -26,6 +26,9 @@ const SMALL_SERVERS: usize = 60;
 /// Targets tried exactly per VM on larger sites (best by estimate).
 const LARGE_TARGETS: usize = 6;
 
+/// Consolidation stops after this many openings in a row that do not pay.
+const MAX_FAILED_OPENS: usize = 8;
+
 /// Search settings and the clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
@@ -112,7 +115,7 @@ fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<usize> {
     let mut c: Vec<(f64, usize)> = (0..ctx.ns)
         .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
         .map(|s| {
-            let load = (0..ctx.nt).map(|t| st.load(ctx, s, t)).sum::<f64>() / ctx.nt as f64;
+            let load = st.loads(ctx, s).iter().sum::<f64>() / ctx.nt as f64;
             let room = ctx.cap_cores[s] - load;
             let key = if room < 0.05 {
                 f64::INFINITY
@@ -342,6 +345,11 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
             .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
             .then(a.cmp(&b))
     });
+    // The most switching `s` off can save: its electricity above off power
+    // (it also loses the heat it recovers, which only lowers the saving).
+    let saving: f64 = (0..ctx.nt)
+        .map(|t| ctx.energy_w[t] * (st.power[s][t] - ctx.off_w(s)))
+        .sum();
     let m = st.mark();
     // Until it is off, the server must not receive anything: mark it off for
     // target selection by switching it off first (it is re-planned last).
@@ -352,7 +360,10 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
             || targets(ctx, st, v, limit)
                 .into_iter()
                 .any(|to| move_off(ctx, st, v, to));
-        if !ok {
+        // Large sites: give up once the moves so far cost more than the
+        // server's power could save.
+        let hopeless = limit.is_some() && st.cost - saving >= m.cost;
+        if !ok || hopeless {
             st.rollback(ctx, m);
             return false;
         }
@@ -417,7 +428,7 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
                 .any(|&v| !ctx.movable[v] && ctx.inst.vm_host[v] == Some(s))
         })
         .map(|s| {
-            let load = (0..ctx.nt).map(|t| st.load(ctx, s, t)).sum::<f64>() / ctx.nt as f64;
+            let load = st.loads(ctx, s).iter().sum::<f64>() / ctx.nt as f64;
             let power = st.power[s].iter().sum::<f64>() / ctx.nt as f64;
             let per_core = price_w(ctx, st, s) * (power - ctx.off_w(s)) / load.max(0.25);
             (-per_core, s)
@@ -425,8 +436,11 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         .collect();
     closes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut any = false;
+    // Openings are tried cheapest first: once a few in a row do not pay,
+    // the costlier ones will not either.
+    let mut failed_opens = 0;
     for (open_cost, o) in opens {
-        if budget.expired() {
+        if budget.expired() || failed_opens >= MAX_FAILED_OPENS {
             break;
         }
         if st.on[o] {
@@ -451,7 +465,7 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
             } else {
                 fails += 1;
             }
-            let load = (0..ctx.nt).map(|t| st.load(ctx, o, t)).fold(0.0, f64::max);
+            let load = st.loads(ctx, o).into_iter().fold(0.0, f64::max);
             if ctx.cap_cores[o] - load < 0.25 {
                 break;
             }
@@ -459,8 +473,10 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if improved(st, m) && st.on[o] {
             st.commit(m);
             any = true;
+            failed_opens = 0;
         } else {
             st.rollback(ctx, m);
+            failed_opens += 1;
         }
     }
     any

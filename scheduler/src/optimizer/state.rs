@@ -623,26 +623,19 @@ impl State {
     pub fn add_estimate(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> f64 {
         let c = ctx.cores[s];
         let curve = ctx.curve(s);
-        let extra: Vec<f64> = match &ctx.jobs[v] {
-            None => vec![ctx.inst.vm_fixed_cores[v]; ctx.nt],
-            Some(j) => (0..ctx.nt)
-                .map(|t| {
-                    if t < j.window {
-                        (j.min / j.window as f64).min(j.cap)
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
-        };
+        let job = ctx.jobs[v].as_ref();
         let mut d = 0.0;
-        for t in 0..ctx.nt {
-            let base = self.load(ctx, s, t);
-            if base + extra[t] > ctx.cap_cores[s] {
+        for (t, base) in self.loads(ctx, s).into_iter().enumerate() {
+            let extra = match job {
+                None => ctx.inst.vm_fixed_cores[v],
+                Some(j) if t < j.window => (j.min / j.window as f64).min(j.cap),
+                Some(_) => 0.0,
+            };
+            if base + extra > ctx.cap_cores[s] {
                 // Batch work must shift to make room: rank such servers last.
                 d += 1e3;
             }
-            let dp = curve.power_w((base + extra[t]) / c) - curve.power_w(base / c);
+            let dp = curve.power_w((base + extra) / c) - curve.power_w(base / c);
             let mut price = ctx.energy_w[t];
             if let Some(l) = ctx.inst.server_loop[s] {
                 if self.rec[l][t] < ctx.heat_cap_w[l][t] {
@@ -654,13 +647,16 @@ impl State {
         d
     }
 
-    /// Load of server `s` at step `t`, cores.
-    pub fn load(&self, ctx: &Ctx<'_>, s: usize, t: usize) -> f64 {
-        self.fixed[s]
-            + self.vms_on[s]
-                .iter()
-                .filter(|&&v| ctx.jobs[v].is_some())
-                .map(|&v| self.cores[v][t])
-                .sum::<f64>()
+    /// Load of server `s` at each step, cores.
+    pub fn loads(&self, ctx: &Ctx<'_>, s: usize) -> Vec<f64> {
+        let mut load = vec![self.fixed[s]; ctx.nt];
+        for &v in &self.vms_on[s] {
+            if ctx.jobs[v].is_some() {
+                for (l, c) in load.iter_mut().zip(&self.cores[v]) {
+                    *l += c;
+                }
+            }
+        }
+        load
     }
 }
