@@ -345,24 +345,35 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
             .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
             .then(a.cmp(&b))
     });
-    // The most switching `s` off can save: its electricity above off power
-    // (it also loses the heat it recovers, which only lowers the saving).
-    let saving: f64 = (0..ctx.nt)
-        .map(|t| ctx.energy_w[t] * (st.power[s][t] - ctx.off_w(s)))
-        .sum();
+    let off_power = vec![ctx.off_w(s); ctx.nt];
     let m = st.mark();
     // Until it is off, the server must not receive anything: mark it off for
     // target selection by switching it off first (it is re-planned last).
     st.set_on(ctx, s, false);
     let limit = target_limit(ctx);
+    // Large sites: not even trying when the migrations it adds and its load
+    // at the cheapest watts per core anywhere cost more than it saves.
+    if let (Some(_), Some(per_core_step)) = (limit, ctx.min_core_step_cost) {
+        let load_steps =
+            st.fixed[s] * ctx.nt as f64 + vms.iter().map(|&v| ctx.job_need(v)).sum::<f64>();
+        let floor = st.cost
+            + st.power_delta(ctx, s, &off_power)
+            + ctx.inst.snap.policy.migration_cost * need as f64
+            + per_core_step * load_steps;
+        if floor >= m.cost {
+            st.rollback(ctx, m);
+            return false;
+        }
+    }
     for v in vms {
         let ok = prefer.is_some_and(|to| st.fits(ctx, to, v) && move_off(ctx, st, v, to))
             || targets(ctx, st, v, limit)
                 .into_iter()
                 .any(|to| move_off(ctx, st, v, to));
-        // Large sites: give up once the moves so far cost more than the
-        // server's power could save.
-        let hopeless = limit.is_some() && st.cost - saving >= m.cost;
+        // Large sites: give up once the cost with `s` at its off power (what
+        // the last step gives) is no lower than before: the moves left
+        // rarely lower it.
+        let hopeless = limit.is_some() && st.cost + st.power_delta(ctx, s, &off_power) >= m.cost;
         if !ok || hopeless {
             st.rollback(ctx, m);
             return false;

@@ -38,6 +38,11 @@ pub(crate) struct Ctx<'i> {
     pub jobs: Vec<Option<BatchJob>>,
     /// Whether each VM may leave its current host.
     pub movable: Vec<bool>,
+    /// The least one core of load can add to the cost in one step anywhere:
+    /// the cheapest step's price per watt (less the most heat value a watt
+    /// can earn) times the least watts per core of any curve segment. `None`
+    /// when a watt can earn more than it costs (no such floor).
+    pub min_core_step_cost: Option<f64>,
 }
 
 impl<'i> Ctx<'i> {
@@ -45,12 +50,12 @@ impl<'i> Ctx<'i> {
         let snap = inst.snap;
         let step_h = inst.step_h();
         let nt = inst.steps();
-        let energy_w = snap
+        let energy_w: Vec<f64> = snap
             .electricity_price_per_kwh
             .iter()
             .map(|p| p * step_h / 1000.0)
             .collect();
-        let heat_w = snap
+        let heat_w: Vec<f64> = snap
             .loops
             .iter()
             .map(|l| l.heat_value_per_kwh * step_h / 1000.0)
@@ -96,6 +101,23 @@ impl<'i> Ctx<'i> {
             })
             .collect();
         let movable = snap.vms.iter().map(|v| v.migratable).collect();
+        let max_heat_w = (0..inst.n_servers())
+            .filter_map(|s| inst.server_loop[s].map(|l| heat_w[l] * snap.servers[s].recovery))
+            .fold(0.0, f64::max);
+        let cheapest_w = energy_w
+            .iter()
+            .map(|e| e - max_heat_w)
+            .fold(f64::INFINITY, f64::min);
+        let least_w_per_core = (0..inst.n_servers())
+            .flat_map(|s| {
+                let p = inst.curve[s].points_w();
+                let per_core = 10.0 / cores[s];
+                p.windows(2).map(move |w| (w[1] - w[0]) * per_core)
+            })
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0);
+        let min_core_step_cost = (cheapest_w >= 0.0 && least_w_per_core.is_finite())
+            .then_some(cheapest_w * least_w_per_core);
         Self {
             inst,
             ns: inst.n_servers(),
@@ -110,6 +132,7 @@ impl<'i> Ctx<'i> {
             recovery,
             jobs,
             movable,
+            min_core_step_cost,
         }
     }
 
