@@ -100,18 +100,23 @@ fn targets(ctx: &Ctx<'_>, st: &State, v: usize, limit: Option<usize>) -> Vec<usi
     c.into_iter().map(|(_, s)| s).collect()
 }
 
-/// Refresh the pool of cheap targets (large sites).
+/// Refresh the pool of cheap targets (large sites), and the cost per core
+/// and step of its cheapest one.
 fn refresh_pool(ctx: &Ctx<'_>, st: &mut State) {
     if target_limit(ctx).is_some() {
-        st.pool = cheap_servers(ctx, st);
+        let ranked = cheap_servers(ctx, st);
+        st.pool_floor = ranked
+            .first()
+            .map_or(f64::INFINITY, |&(key, _)| key / ctx.nt as f64);
+        st.pool = ranked.into_iter().map(|(_, s)| s).collect();
     }
 }
 
-/// On servers by the cost per core of filling them to their cap (the chord
-/// of the curve from the mean load to the cap, so a server whose curve jumps
-/// at low load ranks by what filling it costs on average), cheapest first;
-/// full servers last.
-fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<usize> {
+/// On servers by the cost per core of filling them to their cap over the
+/// horizon (the chord of the curve from the mean load to the cap, so a
+/// server whose curve jumps at low load ranks by what filling it costs on
+/// average), cheapest first; full servers last.
+fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<(f64, usize)> {
     let mut c: Vec<(f64, usize)> = (0..ctx.ns)
         .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
         .map(|s| {
@@ -129,7 +134,7 @@ fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<usize> {
         })
         .collect();
     c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    c.into_iter().map(|(_, s)| s).collect()
+    c
 }
 
 /// Cost of one more watt drawn by `s` over the horizon: electricity less
@@ -352,8 +357,16 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
     st.set_on(ctx, s, false);
     let limit = target_limit(ctx);
     // Large sites: not even trying when the migrations it adds and its load
-    // at the cheapest watts per core anywhere cost more than it saves.
-    if let (Some(_), Some(per_core_step)) = (limit, ctx.min_core_step_cost) {
+    // at the cheapest watts per core anywhere (or, with no preferred target,
+    // at the cheapest target's cost per core: an estimate) cost more than it
+    // saves.
+    let per_core_step = match prefer {
+        None => ctx
+            .min_core_step_cost
+            .map(|c| c.max(st.pool_floor.min(1e9))),
+        Some(_) => ctx.min_core_step_cost,
+    };
+    if let (Some(_), Some(per_core_step)) = (limit, per_core_step) {
         let load_steps =
             st.fixed[s] * ctx.nt as f64 + vms.iter().map(|&v| ctx.job_need(v)).sum::<f64>();
         let floor = st.cost

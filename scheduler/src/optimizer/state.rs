@@ -215,6 +215,8 @@ pub(crate) struct State {
     pub cost: f64,
     /// Cheapest servers to try as targets on large sites (search's cache).
     pub pool: Vec<usize>,
+    /// Cost per core and step of the pool's cheapest server.
+    pub pool_floor: f64,
     journal: Vec<Undo>,
 }
 
@@ -247,6 +249,7 @@ impl State {
             migrations: 0,
             cost: 0.0,
             pool: Vec::new(),
+            pool_floor: 0.0,
             journal: Vec::new(),
         };
         for v in 0..ctx.nv {
