@@ -526,12 +526,10 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
     let mut any = false;
     let limit = target_limit(ctx);
     refresh_pool(ctx, st);
+    let mut tried = 0usize;
     for v in 0..ctx.nv {
         if budget.expired() {
             break;
-        }
-        if v % 256 == 255 {
-            refresh_pool(ctx, st);
         }
         if !ctx.movable[v] && ctx.inst.vm_host[v].is_some() {
             continue;
@@ -540,6 +538,10 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         // VM's move rarely repays its migration and costs time.
         if limit.is_some() && ctx.inst.vm_host[v].is_some() {
             continue;
+        }
+        tried += 1;
+        if tried % 64 == 0 {
+            refresh_pool(ctx, st);
         }
         let mut best: Option<(f64, usize)> = None;
         for to in targets(ctx, st, v, limit) {
