@@ -45,23 +45,17 @@ fn plans_on_generated_sites_are_feasible_bounded_and_no_worse_than_greedy() {
 
 #[test]
 fn same_input_gives_the_same_plan() {
-    let snap = generate(&SiteSpec::small(3));
-    let (a, la, ca) = solve(&snap);
-    let (b, lb, cb) = solve(&snap);
-    assert_eq!(a, b);
-    assert_eq!(ca.to_bits(), cb.to_bits());
-    assert_eq!(la.map(f64::to_bits), lb.map(f64::to_bits));
-}
-
-#[test]
-fn same_input_gives_the_same_plan_on_a_medium_site() {
     // Medium sites take the large-site moves (consolidation, target pools).
-    let snap = generate(&SiteSpec::medium(3));
-    let (a, la, ca) = solve(&snap);
-    let (b, lb, cb) = solve(&snap);
-    assert_eq!(a, b);
-    assert_eq!(ca.to_bits(), cb.to_bits());
-    assert_eq!(la.map(f64::to_bits), lb.map(f64::to_bits));
+    for snap in [
+        generate(&SiteSpec::small(3)),
+        generate(&SiteSpec::medium(3)),
+    ] {
+        let (a, la, ca) = solve(&snap);
+        let (b, lb, cb) = solve(&snap);
+        assert_eq!(a, b, "{}", snap.site);
+        assert_eq!(ca.to_bits(), cb.to_bits());
+        assert_eq!(la.map(f64::to_bits), lb.map(f64::to_bits));
+    }
 }
 
 #[test]
