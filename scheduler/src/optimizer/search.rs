@@ -454,7 +454,14 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         .map(|s| {
             let load = st.loads(ctx, s).iter().sum::<f64>() / ctx.nt as f64;
             let power = st.power[s].iter().sum::<f64>() / ctx.nt as f64;
-            let per_core = price_w(ctx, st, s) * (power - ctx.off_w(s)) / load.max(0.25);
+            let mig = st.vms_on[s]
+                .iter()
+                .filter(|&&v| ctx.inst.vm_host[v] == Some(s))
+                .count() as f64;
+            let per_core = (price_w(ctx, st, s) * (power - ctx.off_w(s))
+                - ctx.inst.snap.policy.migration_cost * mig
+                - ctx.inst.snap.policy.switch_cost)
+                / load.max(0.25);
             (-per_core, s)
         })
         .collect();
