@@ -45,21 +45,67 @@ fn plans_on_generated_sites_are_feasible_bounded_and_no_worse_than_greedy() {
 
 #[test]
 fn same_input_gives_the_same_plan() {
-    let snap = generate(&SiteSpec::small(3));
-    let (a, la, ca) = solve(&snap);
-    let (b, lb, cb) = solve(&snap);
-    assert_eq!(a, b);
-    assert_eq!(ca.to_bits(), cb.to_bits());
-    assert_eq!(la.map(f64::to_bits), lb.map(f64::to_bits));
+    // Medium sites take the large-site moves (consolidation, target pools).
+    for snap in [
+        generate(&SiteSpec::small(3)),
+        generate(&SiteSpec::medium(3)),
+    ] {
+        let (a, la, ca) = solve(&snap);
+        let (b, lb, cb) = solve(&snap);
+        assert_eq!(a, b, "{}", snap.site);
+        assert_eq!(ca.to_bits(), cb.to_bits());
+        assert_eq!(la.map(f64::to_bits), lb.map(f64::to_bits));
+    }
 }
 
 #[test]
-fn a_passed_deadline_still_returns_a_feasible_plan() {
+fn a_passed_deadline_still_returns_a_feasible_plan_and_its_lower_bound() {
     let snap = generate(&SiteSpec::medium(1));
     let inst = Instance::new(&snap).unwrap();
     let out = optimizer::decide(&inst, Some(Instant::now() - Duration::from_millis(1)))
         .expect("a plan even with no time left");
-    assert!(evaluate(&inst, &out.decisions).is_feasible());
+    let ev = evaluate(&inst, &out.decisions);
+    assert!(ev.is_feasible());
+    let bound = out
+        .lower_bound
+        .expect("the bound is reported under a deadline");
+    assert!(bound <= ev.objective.cost + 1e-9);
+    let (_, unhurried, _) = solve(&snap);
+    assert_eq!(unhurried.map(f64::to_bits), Some(bound.to_bits()));
+}
+
+#[test]
+fn full_old_servers_are_emptied_into_efficient_ones_switched_on_within_the_budget() {
+    // 64 old servers each run four VMs (all their vCPUs, half their cores);
+    // 16 efficient servers of twice the cores are off. One efficient server
+    // takes two old servers' VMs at 90 W instead of their 240 W; the budget
+    // of 40 migrations empties ten old servers into five efficient ones.
+    let mut servers: Vec<Server> = (0..64)
+        .map(|i| server(&format!("old{i:02}"), true, OLD))
+        .collect();
+    servers.extend((0..16).map(|i| {
+        let mut s = server(&format!("new{i:02}"), false, EFFICIENT);
+        s.cores = 16;
+        s
+    }));
+    let vms = (0..256)
+        .map(|i| vm(&format!("v{i:03}"), Some(&format!("old{:02}", i / 4)), 0.5))
+        .collect();
+    let mut snap = site(servers, vms, vec![0.3; 4], 0.01, 10.0);
+    snap.policy.max_migrations = 40;
+    let inst = Instance::new(&snap).unwrap();
+    let (d, _, cost) = solve(&snap);
+    let ev = evaluate(&inst, &d);
+    assert!(ev.objective.migrations <= 40);
+    let old_off = d.on[..64].iter().filter(|&&on| !on).count();
+    let new_on = d.on[64..].iter().filter(|&&on| on).count();
+    assert_eq!((old_off, new_on), (10, 5));
+    let g = evaluate(&inst, &greedy::decide(&inst).unwrap()).objective;
+    assert!(
+        cost < g.cost - 0.05 * g.energy_cost,
+        "cost {cost} vs greedy {}",
+        g.cost
+    );
 }
 
 fn server(id: &str, on: bool, curve: [f64; 11]) -> Server {

@@ -22,8 +22,11 @@
 //! - on capacity covers all vCPUs (with overcommit) and all memory less the
 //!   most that image sharing can save (`(n_i − 1)·b_i` per image);
 //! - switches in a class are at least `|y_g − on_g|`;
-//! - classes also split by the VMs their servers host now (`h_g`, capped at
-//!   4), and `Σ_g h_g·(n_g − y_g)` is at most the migration budget.
+//! - the VMs the servers host now bound the migrations: switching
+//!   `n_g − y_g` servers of class `g` off migrates at least the sum `F_g` of
+//!   the `n_g − y_g` smallest hosted counts of the class (convex and
+//!   piecewise linear: the LP takes the maximum of its segment lines), and
+//!   `Σ_g F_g` is at most the migration budget.
 //!
 //! The objective is energy cost − heat value + switch cost.
 //!
@@ -42,7 +45,9 @@
 //! memory rules summed over on servers give the pooled ones (image sharing
 //! saves at most `(n_i − 1)·b_i`). Each class's switches are at least the
 //! change in its number of on servers. A server switched off migrates every
-//! VM it hosts now, at least `h_g`, and migrations are budgeted. Migration
+//! VM it hosts now, so `k` servers of a class switched off migrate at least
+//! the `k` smallest hosted counts of the class, which every segment line of
+//! `F_g` bounds from below at integer `k`; migrations are budgeted. Migration
 //! costs are dropped (they are ≥ 0). So every feasible plan maps to an LP point of equal or lower
 //! objective, and the LP optimum is ≤ the optimal cost.
 //!
@@ -71,9 +76,9 @@ struct Class {
     off_max_w: f64,
     n: f64,
     on_now: f64,
-    /// Fewest VMs any server of the class hosts now (capped): switching one
-    /// off migrates at least that many.
-    hosted: f64,
+    /// VMs each server of the class hosts now, fewest first: switching `k`
+    /// of them off migrates at least the `k` smallest counts.
+    hosted: Vec<u32>,
 }
 
 fn classes(inst: &Instance<'_>) -> Vec<Class> {
@@ -88,8 +93,8 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
     }
     // Key: curve bits, cores, memory bits, loop, status, u_max bucket (tenths,
     // rounded up) — so hot servers do not share a class with cool ones — and
-    // VMs hosted now, capped at HOSTED_CAP.
-    type Key = (Vec<u64>, u32, u64, Option<usize>, u8, u32, u32);
+    // whether the server is on now (so switches are counted per server).
+    type Key = (Vec<u64>, u32, u64, Option<usize>, u8, u32, bool);
     let mut keys: Vec<(Key, usize)> = Vec::with_capacity(inst.n_servers());
     for (s, srv) in snap.servers.iter().enumerate() {
         let status = match inst.u_max[s] {
@@ -106,7 +111,7 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
             inst.server_loop[s],
             status,
             bucket,
-            hosted[s].min(HOSTED_CAP),
+            srv.on,
         );
         keys.push((key, s));
     }
@@ -130,6 +135,7 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
                 c.recovery = c.recovery.max(r);
                 c.off_min_w = c.off_min_w.min(srv.off_w);
                 c.off_max_w = c.off_max_w.max(srv.off_w);
+                c.hosted.push(hosted[*s]);
             }
             _ => out.push(Class {
                 curve: *inst.curve[*s].points_w(),
@@ -143,16 +149,34 @@ fn classes(inst: &Instance<'_>) -> Vec<Class> {
                 off_max_w: srv.off_w,
                 n: 1.0,
                 on_now: on,
-                hosted: f64::from(key.6),
+                hosted: vec![hosted[*s]],
             }),
         }
         last = Some(key);
     }
+    for c in &mut out {
+        c.hosted.sort_unstable();
+    }
     out
 }
 
-/// Hosted-VM counts above this share a class (counted as this many).
-const HOSTED_CAP: u32 = 4;
+/// Lines below the fewest migrations that switching `k` servers of a class
+/// off forces, `F(k)` = the sum of the `k` smallest hosted counts
+/// (`hosted`, ascending): `F` is convex, so the line through `(j, F(j))`
+/// and `(j + 1, F(j + 1))` lies below it at every integer `k`. One line per
+/// distinct count, as `(intercept, slope)`.
+fn evacuation_lines(hosted: &[u32]) -> Vec<(f64, f64)> {
+    let mut lines: Vec<(f64, f64)> = Vec::new();
+    let mut sum = 0.0;
+    for (j, &h) in hosted.iter().enumerate() {
+        let slope = f64::from(h);
+        if h > 0 && lines.last().is_none_or(|&(_, b)| b < slope) {
+            lines.push((sum - slope * j as f64, slope));
+        }
+        sum += slope;
+    }
+    lines
+}
 
 /// The relaxation's optimum less a numerical margin, or `None` when the LP
 /// could not be solved to agreement between its primal and dual.
@@ -201,7 +225,14 @@ pub fn lower_bound(inst: &Instance<'_>) -> Option<f64> {
         constraints.push((sw + (y - c.on_now)).geq(0.0));
         objective.add_mul(snap.policy.switch_cost, sw);
         vcpu_cap.add_mul(c.cores * snap.policy.cpu_overcommit, y);
-        evacuations.add_mul(c.hosted, c.n - y);
+        let lines = evacuation_lines(&c.hosted);
+        if !lines.is_empty() {
+            let evac = vars.add(variable().min(0.0));
+            for (a, b) in lines {
+                constraints.push((evac - b * (c.n - y)).geq(a));
+            }
+            evacuations.add_mul(1.0, evac);
+        }
         mem_cap.add_mul(c.mem_gib, y);
 
         let mut points: Vec<(f64, f64)> = (0..CURVE_POINTS)
@@ -285,4 +316,31 @@ pub fn lower_bound(inst: &Instance<'_>) -> Option<f64> {
         return None;
     }
     Some(p.min(d) - 1e-6 * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evacuation_lines;
+
+    #[test]
+    fn evacuation_lines_lie_below_the_fewest_migrations_and_touch_them() {
+        let hosted = [0, 0, 1, 3, 3, 3, 7, 12];
+        let lines = evacuation_lines(&hosted);
+        assert_eq!(lines.len(), 4, "one line per distinct non-zero count");
+        for k in 0..=hosted.len() {
+            let fewest: u32 = hosted[..k].iter().sum();
+            let most = lines
+                .iter()
+                .map(|&(a, b)| a + b * k as f64)
+                .fold(0.0, f64::max);
+            assert!(
+                most <= f64::from(fewest) + 1e-12,
+                "k = {k}: {most} > {fewest}"
+            );
+            assert!(
+                (most - f64::from(fewest)).abs() < 1e-12,
+                "k = {k}: the lines meet F({k}) = {fewest}, got {most}"
+            );
+        }
+    }
 }

@@ -16,8 +16,10 @@
 //! 4. [`bound`] solves an LP relaxation over aggregated server classes whose
 //!    optimum is provably no higher than the optimal cost.
 //!
-//! Deterministic: indices in fixed order, no hash-map iteration, no threads.
-//! With a deadline the search stops early and returns the best feasible plan.
+//! Deterministic: indices in fixed order, no hash-map iteration; the only
+//! second thread solves the lower bound, which does not depend on the
+//! search. With a deadline the search stops early and returns the best
+//! feasible plan, with the bound beside it.
 
 mod batch;
 pub mod bound;
@@ -71,9 +73,27 @@ pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome,
 ///
 /// A feasible plan is built first (repair, then placement of pending VMs);
 /// the improvement moves run until none helps or the deadline passes. The
-/// lower bound is computed last when time remains.
+/// lower bound, when asked for, is solved on a second thread beside the
+/// search from the start, so a search that uses up its deadline still
+/// reports it (the bound does not depend on the search, so the plan and the
+/// bound are the same whatever the threads' timing).
 pub fn decide_with(inst: &Instance<'_>, settings: &Settings) -> Result<Outcome, PlanError> {
-    let deadline = settings.deadline;
+    std::thread::scope(|scope| {
+        let bound = settings
+            .lower_bound
+            .then(|| scope.spawn(|| bound::lower_bound(inst)));
+        let decisions = search_plan(inst, settings.deadline);
+        // The bound's thread only solves an LP; should it panic, report no bound.
+        let lower_bound = bound.and_then(|h| h.join().ok().flatten());
+        Ok(Outcome {
+            decisions: decisions?,
+            lower_bound,
+        })
+    })
+}
+
+/// The search's plan, or the greedy baseline's where that costs less.
+fn search_plan(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Decisions, PlanError> {
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
     search::repair(&ctx, &mut st)?;
@@ -98,15 +118,7 @@ pub fn decide_with(inst: &Instance<'_>, settings: &Settings) -> Result<Outcome, 
             ev.violations.join("; ")
         )));
     }
-    let lower_bound = if !settings.lower_bound || budget.expired() {
-        None
-    } else {
-        bound::lower_bound(inst)
-    };
-    Ok(Outcome {
-        decisions,
-        lower_bound,
-    })
+    Ok(decisions)
 }
 
 fn to_decisions(ctx: &Ctx<'_>, st: &State) -> Result<Decisions, PlanError> {

@@ -38,6 +38,11 @@ pub(crate) struct Ctx<'i> {
     pub jobs: Vec<Option<BatchJob>>,
     /// Whether each VM may leave its current host.
     pub movable: Vec<bool>,
+    /// The least one core of load can add to the cost in one step anywhere:
+    /// the cheapest step's price per watt (less the most heat value a watt
+    /// can earn) times the least watts per core of any curve segment. `None`
+    /// when a watt can earn more than it costs (no such floor).
+    pub min_core_step_cost: Option<f64>,
 }
 
 impl<'i> Ctx<'i> {
@@ -45,12 +50,12 @@ impl<'i> Ctx<'i> {
         let snap = inst.snap;
         let step_h = inst.step_h();
         let nt = inst.steps();
-        let energy_w = snap
+        let energy_w: Vec<f64> = snap
             .electricity_price_per_kwh
             .iter()
             .map(|p| p * step_h / 1000.0)
             .collect();
-        let heat_w = snap
+        let heat_w: Vec<f64> = snap
             .loops
             .iter()
             .map(|l| l.heat_value_per_kwh * step_h / 1000.0)
@@ -96,6 +101,23 @@ impl<'i> Ctx<'i> {
             })
             .collect();
         let movable = snap.vms.iter().map(|v| v.migratable).collect();
+        let max_heat_w = (0..inst.n_servers())
+            .filter_map(|s| inst.server_loop[s].map(|l| heat_w[l] * snap.servers[s].recovery))
+            .fold(0.0, f64::max);
+        let cheapest_w = energy_w
+            .iter()
+            .map(|e| e - max_heat_w)
+            .fold(f64::INFINITY, f64::min);
+        let least_w_per_core = (0..inst.n_servers())
+            .flat_map(|s| {
+                let p = inst.curve[s].points_w();
+                let per_core = 10.0 / cores[s];
+                p.windows(2).map(move |w| (w[1] - w[0]) * per_core)
+            })
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0);
+        let min_core_step_cost = (cheapest_w >= 0.0 && least_w_per_core.is_finite())
+            .then_some(cheapest_w * least_w_per_core);
         Self {
             inst,
             ns: inst.n_servers(),
@@ -110,6 +132,7 @@ impl<'i> Ctx<'i> {
             recovery,
             jobs,
             movable,
+            min_core_step_cost,
         }
     }
 
@@ -123,6 +146,11 @@ impl<'i> Ctx<'i> {
 
     pub fn mem(&self, v: usize) -> f64 {
         self.inst.snap.vms[v].mem_gib
+    }
+
+    /// Work batch VM `v` must do in its window, core-steps (0 for others).
+    pub fn job_need(&self, v: usize) -> f64 {
+        self.jobs[v].as_ref().map_or(0.0, |j| j.min)
     }
 
     pub fn can_switch(&self, s: usize) -> bool {
@@ -176,6 +204,8 @@ pub(crate) struct State {
     pub fixed: Vec<f64>,
     pub vcpus: Vec<f64>,
     pub mem: Vec<f64>,
+    /// Work the batch VMs on each server must do in their windows, core-steps.
+    batch_need: Vec<f64>,
     images: Vec<Vec<(usize, usize)>>,
     pub power: Vec<Vec<f64>>,
     /// Recovered heat per loop and step, W.
@@ -185,6 +215,8 @@ pub(crate) struct State {
     pub cost: f64,
     /// Cheapest servers to try as targets on large sites (search's cache).
     pub pool: Vec<usize>,
+    /// Cost per core and step of the pool's cheapest server.
+    pub pool_floor: f64,
     journal: Vec<Undo>,
 }
 
@@ -210,12 +242,14 @@ impl State {
             fixed: vec![0.0; ctx.ns],
             vcpus: vec![0.0; ctx.ns],
             mem: vec![0.0; ctx.ns],
+            batch_need: vec![0.0; ctx.ns],
             images: vec![Vec::new(); ctx.ns],
             power: vec![vec![0.0; ctx.nt]; ctx.ns],
             rec: vec![vec![0.0; ctx.nt]; snap.loops.len()],
             migrations: 0,
             cost: 0.0,
             pool: Vec::new(),
+            pool_floor: 0.0,
             journal: Vec::new(),
         };
         for v in 0..ctx.nv {
@@ -284,22 +318,20 @@ impl State {
         let tol = |x: f64| EPS * (1.0 + x.abs());
         mig_after <= budget
             && self.vcpus[s] + ctx.vcpus(v) <= ctx.vcpu_cap[s] + tol(ctx.vcpu_cap[s])
-            && self.mem[s] + self.mem_need(ctx, s, v)
-                <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
             && self.fixed[s] + ctx.inst.vm_fixed_cores[v] <= ctx.cap_cores[s] * (1.0 - 1e-9)
             && self.batch_room_ok(ctx, s, v)
+            && self.mem[s] + self.mem_need(ctx, s, v)
+                <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
     }
 
     /// Necessary condition for the batch work on `s` plus `v`: the required
     /// core-steps fit in the room the interactive load leaves.
     fn batch_room_ok(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> bool {
-        let need_of = |w: usize| ctx.jobs[w].as_ref().map_or(0.0, |j| j.min);
-        let need: f64 = self.vms_on[s]
-            .iter()
-            .filter(|&&w| w != v)
-            .map(|&w| need_of(w))
-            .sum::<f64>()
-            + need_of(v);
+        let need = if self.host[v] == s {
+            self.batch_need[s]
+        } else {
+            self.batch_need[s] + ctx.job_need(v)
+        };
         let room = (ctx.cap_cores[s] - self.fixed[s] - ctx.inst.vm_fixed_cores[v]).max(0.0)
             * ctx.nt as f64;
         need <= room * (1.0 - 1e-9)
@@ -313,6 +345,7 @@ impl State {
         self.mem[s] += self.mem_need(ctx, s, v);
         self.vcpus[s] += ctx.vcpus(v);
         self.fixed[s] += ctx.inst.vm_fixed_cores[v];
+        self.batch_need[s] += ctx.job_need(v);
         if let Some(i) = ctx.inst.vm_image[v] {
             match self.images[s].iter_mut().find(|(im, _)| *im == i) {
                 Some(e) => e.1 += 1,
@@ -344,6 +377,7 @@ impl State {
         self.mem[s] -= self.mem_need(ctx, s, v);
         self.vcpus[s] -= ctx.vcpus(v);
         self.fixed[s] -= ctx.inst.vm_fixed_cores[v];
+        self.batch_need[s] -= ctx.job_need(v);
         if let Ok(pos) = self.vms_on[s].binary_search(&v) {
             self.vms_on[s].remove(pos);
         }
@@ -353,6 +387,7 @@ impl State {
             self.mem[s] = 0.0;
             self.vcpus[s] = 0.0;
             self.fixed[s] = 0.0;
+            self.batch_need[s] = 0.0;
         }
     }
 
@@ -614,26 +649,19 @@ impl State {
     pub fn add_estimate(&self, ctx: &Ctx<'_>, s: usize, v: usize) -> f64 {
         let c = ctx.cores[s];
         let curve = ctx.curve(s);
-        let extra: Vec<f64> = match &ctx.jobs[v] {
-            None => vec![ctx.inst.vm_fixed_cores[v]; ctx.nt],
-            Some(j) => (0..ctx.nt)
-                .map(|t| {
-                    if t < j.window {
-                        (j.min / j.window as f64).min(j.cap)
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
-        };
+        let job = ctx.jobs[v].as_ref();
         let mut d = 0.0;
-        for t in 0..ctx.nt {
-            let base = self.load(ctx, s, t);
-            if base + extra[t] > ctx.cap_cores[s] {
+        for (t, base) in self.loads(ctx, s).into_iter().enumerate() {
+            let extra = match job {
+                None => ctx.inst.vm_fixed_cores[v],
+                Some(j) if t < j.window => (j.min / j.window as f64).min(j.cap),
+                Some(_) => 0.0,
+            };
+            if base + extra > ctx.cap_cores[s] {
                 // Batch work must shift to make room: rank such servers last.
                 d += 1e3;
             }
-            let dp = curve.power_w((base + extra[t]) / c) - curve.power_w(base / c);
+            let dp = curve.power_w((base + extra) / c) - curve.power_w(base / c);
             let mut price = ctx.energy_w[t];
             if let Some(l) = ctx.inst.server_loop[s] {
                 if self.rec[l][t] < ctx.heat_cap_w[l][t] {
@@ -645,13 +673,16 @@ impl State {
         d
     }
 
-    /// Load of server `s` at step `t`, cores.
-    pub fn load(&self, ctx: &Ctx<'_>, s: usize, t: usize) -> f64 {
-        self.fixed[s]
-            + self.vms_on[s]
-                .iter()
-                .filter(|&&v| ctx.jobs[v].is_some())
-                .map(|&v| self.cores[v][t])
-                .sum::<f64>()
+    /// Load of server `s` at each step, cores.
+    pub fn loads(&self, ctx: &Ctx<'_>, s: usize) -> Vec<f64> {
+        let mut load = vec![self.fixed[s]; ctx.nt];
+        for &v in &self.vms_on[s] {
+            if ctx.jobs[v].is_some() {
+                for (l, c) in load.iter_mut().zip(&self.cores[v]) {
+                    *l += c;
+                }
+            }
+        }
+        load
     }
 }
