@@ -171,12 +171,13 @@ fn target_limit(ctx: &Ctx<'_>) -> Option<usize> {
 /// Plan every server; shed VMs from those whose load breaks a rule.
 pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
     let snap = ctx.inst.snap;
-    for s in 0..ctx.ns {
-        st.replan(ctx, s);
-    }
+    // A server planned feasibly here stays feasible while others are
+    // repaired (moves onto it are re-planned and checked; the loop's heat
+    // changes only costs), so only the failures are planned again below.
+    let planned: Vec<bool> = (0..ctx.ns).map(|s| st.replan(ctx, s)).collect();
     refresh_pool(ctx, st);
     for s in 0..ctx.ns {
-        if capacity_ok(ctx, st, s) && st.replan(ctx, s) {
+        if capacity_ok(ctx, st, s) && (planned[s] || st.replan(ctx, s)) {
             continue;
         }
         // Shed batch VMs first (most work), then the heaviest interactive ones.
