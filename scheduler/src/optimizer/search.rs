@@ -18,6 +18,8 @@ use crate::error::PlanError;
 
 use super::state::{Ctx, Mark, State, UNPLACED};
 
+mod small;
+
 /// Sites up to this many servers get the exhaustive neighbourhoods.
 const SMALL_SERVERS: usize = 60;
 /// Targets tried exactly per VM on larger sites (best by estimate).
@@ -523,6 +525,7 @@ pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iteration
     if ctx.ns > SMALL_SERVERS || ctx.nv == 0 {
         return;
     }
+    small::restarts(ctx, st, budget);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
     for _ in 0..iterations {
         if budget.expired() {
