@@ -507,6 +507,12 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
         if small {
             any |= swap_pass(ctx, st, budget);
             if !any {
+                any |= small::exchange_pass(ctx, st, budget);
+            }
+            if !any {
+                any |= small::drain_pass(ctx, st, budget);
+            }
+            if !any {
                 any |= switch_on_fill_pass(ctx, st, budget);
             }
         }
