@@ -99,31 +99,16 @@ fn main() {
                 sv.id, sv.cores, sv.mem_gib, sv.on, sv.can_switch, sv.heat_loop, sv.recovery,
                 inst.u_max[s].map(|u| (u * 1000.0).round() / 1000.0), sv.power_curve_w, sv.off_w
             );
-            println!(
-                "     opt on {} util {:?} vms {:?}",
-                opt.on[s],
-                eo.util[s]
-                    .iter()
-                    .map(|u| (u * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>(),
-                vms(&opt)
-            );
-            println!(
-                "     ex  on {} util {:?} vms {:?}",
-                ex.on[s],
-                ee.util[s]
-                    .iter()
-                    .map(|u| (u * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>(),
-                vms(&ex)
-            );
+            for (name, d, e) in [("opt", &opt, &eo), ("ex ", &ex, &ee)] {
+                println!(
+                    "     {name} on {} util {:?} vms {:?}",
+                    d.on[s],
+                    round2(&e.util[s]),
+                    vms(d)
+                );
+            }
         }
         for (v, vm) in snap.vms.iter().enumerate() {
-            let r = |x: &[f64]| {
-                x.iter()
-                    .map(|c| (c * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>()
-            };
             println!(
                 "  {} {:?} vcpus {} mem {} img {:?} load {:?} work {:?} dl {:?} mig {} now {:?} opt {} ex {} {}",
                 vm.id, vm.kind, vm.vcpus, vm.mem_gib, vm.image, vm.load, vm.work_core_h,
@@ -134,10 +119,14 @@ fn main() {
             if inst.is_batch(v) {
                 println!(
                     "     opt {:?}\n     ex  {:?}",
-                    r(&opt.batch_cores[v]),
-                    r(&ex.batch_cores[v])
+                    round2(&opt.batch_cores[v]),
+                    round2(&ex.batch_cores[v])
                 );
             }
         }
     }
+}
+
+fn round2(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|c| (c * 100.0).round() / 100.0).collect()
 }

@@ -10,6 +10,9 @@
 //!   budget), and **switch on** an off server when that pays (heat worth more
 //!   than its power, or room for consolidation on small sites);
 //! - **relocate** one VM, **swap** two (small sites);
+//! - small sites also: **restart** with each server emptied first,
+//!   **exchange** a spent migration for a better one, **drain** a server
+//!   (the [`small`] module says why);
 //! - **re-plan** batch work on every server when its loop's heat changed.
 
 use std::time::Instant;
@@ -306,18 +309,19 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize) -> bool {
     // Until it is off, the server must not receive anything: mark it off for
     // target selection by switching it off first (it is re-planned last).
     st.set_on(ctx, s, false);
-    let limit = target_limit(ctx);
-    for v in vms {
-        let ok = targets(ctx, st, v, limit)
-            .into_iter()
-            .any(|to| move_off(ctx, st, v, to));
-        if !ok {
-            st.rollback(ctx, m);
-            return false;
-        }
-    }
-    let ok = st.replan(ctx, s);
+    let ok = move_all_off(ctx, st, vms, target_limit(ctx)) && st.replan(ctx, s);
     settle(ctx, st, m, ok)
+}
+
+/// Move each of `vms` off its server (already marked off) to the first of
+/// its targets that takes it; false as soon as one cannot move (the caller
+/// rolls back).
+fn move_all_off(ctx: &Ctx<'_>, st: &mut State, vms: Vec<usize>, limit: Option<usize>) -> bool {
+    vms.into_iter().all(|v| {
+        targets(ctx, st, v, limit)
+            .into_iter()
+            .any(|to| move_off(ctx, st, v, to))
+    })
 }
 
 /// Move `v` from a server being emptied (already marked off) to `to`.

@@ -14,7 +14,7 @@
 //! a server pays only once most of its load has gone, which no single
 //! relocation sees.
 
-use super::{improve, move_off, place_pending, relocate, repair, settle, targets, Budget};
+use super::{improve, move_all_off, place_pending, relocate, repair, settle, targets, Budget};
 use crate::optimizer::state::{Ctx, Mark, State};
 
 /// For every server that is on in the constructed plan and may switch, build
@@ -54,16 +54,7 @@ fn empty_and_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize) -> bool {
     let m = st.mark();
     st.set_on(ctx, s, false);
     let vms = st.vms_on[s].clone();
-    for v in vms {
-        let moved = targets(ctx, st, v, None)
-            .into_iter()
-            .any(|to| move_off(ctx, st, v, to));
-        if !moved {
-            st.rollback(ctx, m);
-            return false;
-        }
-    }
-    let ok = st.replan(ctx, s);
+    let ok = move_all_off(ctx, st, vms, None) && st.replan(ctx, s);
     if ok {
         st.commit(m);
     } else {
