@@ -530,11 +530,21 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
 /// random servers that take them, sometimes switching an off server on),
 /// improve, and keep the result only if it beats the incumbent. The kicks
 /// come from a generator seeded by the site's size, so runs repeat exactly.
+/// First, one restart per server (`small::restarts`). With a deadline these
+/// extras take at most half the time left.
 pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iterations: usize) {
     use rand::{Rng, SeedableRng};
     if ctx.ns > SMALL_SERVERS || ctx.nv == 0 {
         return;
     }
+    // With a deadline, the restarts and kicks take at most half the time
+    // left, so the lower bound (computed last) still fits.
+    let budget = &Budget {
+        deadline: budget.deadline.map(|d| {
+            let now = Instant::now();
+            now + d.saturating_duration_since(now) / 2
+        }),
+    };
     small::restarts(ctx, st, budget);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
     for _ in 0..iterations {
