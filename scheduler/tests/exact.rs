@@ -311,6 +311,42 @@ fn vm_that_fits_no_server_is_reported_by_name() {
     }
 }
 
+/// Generated small sites where the optimiser once missed the 1 % criterion
+/// (4.21 %, 2.11 %, 1.06 %, 1.34 %, 4.95 %), with their optimum as HiGHS
+/// proved it on 2026-11-22: (seed, cost, energy cost of the optimal plan).
+/// With `--features highs` the test below checks these records against fresh
+/// solves; without it they keep the default build guarding the moves that
+/// closed those gaps (restarts, exchange, drain).
+const RECORDED_OPTIMA: [(u64, f64, f64); 5] = [
+    (9, 0.358_708_345_228_424_5, 0.381_433_345_228_424_5),
+    (11, 0.387_961_924_482_764_8, 0.440_684_128_673_693_1),
+    (15, 0.477_438_437_228_275_8, 0.524_363_437_228_275_7),
+    (20, 0.424_003_712_174_355_45, 0.461_578_712_174_355_4),
+    (23, 0.378_759_441_266_446_73, 0.469_076_281_574_588_3),
+];
+
+#[test]
+fn optimizer_is_within_one_percent_of_the_recorded_optima_where_it_once_missed() {
+    use scheduler::generate::{generate, SiteSpec};
+    for (seed, optimum, energy) in RECORDED_OPTIMA {
+        let snap = generate(&SiteSpec::small(seed));
+        let plan = scheduler::solve(&snap, &scheduler::SolveOptions::default()).unwrap();
+        let gap = (plan.objective.cost - optimum) / energy;
+        eprintln!("seed {seed}: gap {:.4} %", 100.0 * gap);
+        // Below the optimum would mean a stale record or a broken evaluator.
+        assert!(
+            gap >= -1e-6,
+            "seed {seed}: cost {} below the optimum {optimum}",
+            plan.objective.cost
+        );
+        assert!(
+            gap <= 0.01,
+            "seed {seed}: gap {:.3} % above 1 %",
+            100.0 * gap
+        );
+    }
+}
+
 #[cfg(feature = "highs")]
 mod highs {
     use super::*;
@@ -381,6 +417,22 @@ mod highs {
     #[test]
     fn highs_milp_matches_brute_force_on_tiny_sites() {
         matches_brute_force(Backend::Highs);
+    }
+
+    #[test]
+    fn recorded_optima_are_the_milp_optima() {
+        for (seed, optimum, _) in RECORDED_OPTIMA {
+            let Some(Solved { snap, out, .. }) = solved().iter().find(|s| s.seed == seed) else {
+                panic!("seed {seed} is not among the solved sites");
+            };
+            assert!(out.proven_optimal, "seed {seed}");
+            let ev = evaluate(&Instance::new(snap).unwrap(), &out.decisions);
+            assert!(
+                close(ev.objective.cost, optimum, 1e-6),
+                "seed {seed}: {}",
+                ev.objective.cost
+            );
+        }
     }
 
     #[test]
