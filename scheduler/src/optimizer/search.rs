@@ -545,7 +545,9 @@ pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iteration
             now + d.saturating_duration_since(now) / 2
         }),
     };
-    small::restarts(ctx, st, budget);
+    if ctx.ns <= small::RESTART_SERVERS {
+        small::restarts(ctx, st, budget);
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
     for _ in 0..iterations {
         if budget.expired() {
