@@ -7,7 +7,8 @@
 //!   equals `evaluate`'s cost of the decoded plan, which breaks no rule
 //!   (HiGHS only);
 //! - the default optimiser is within 1 % (of the optimal plan's energy cost)
-//!   of the HiGHS optimum on ≥ 10 such sites, and its lower bound is valid.
+//!   of the HiGHS optimum on every one of 24 such sites (issue #2), and its
+//!   lower bound is never above the optimum.
 
 use chrono::{Duration, TimeZone, Utc};
 use phoenix_scheduler as scheduler;
@@ -310,6 +311,42 @@ fn vm_that_fits_no_server_is_reported_by_name() {
     }
 }
 
+/// Generated small sites where the optimiser once missed the 1 % criterion
+/// (4.21 %, 2.11 %, 1.06 %, 1.34 %, 4.95 %), with their optimum as HiGHS
+/// proved it on 2026-11-22: (seed, cost, energy cost of the optimal plan).
+/// With `--features highs` the test below checks these records against fresh
+/// solves; without it they keep the default build guarding the moves that
+/// closed those gaps (restarts, exchange, drain).
+const RECORDED_OPTIMA: [(u64, f64, f64); 5] = [
+    (9, 0.358_708_345_228_424_5, 0.381_433_345_228_424_5),
+    (11, 0.387_961_924_482_764_8, 0.440_684_128_673_693_1),
+    (15, 0.477_438_437_228_275_8, 0.524_363_437_228_275_7),
+    (20, 0.424_003_712_174_355_45, 0.461_578_712_174_355_4),
+    (23, 0.378_759_441_266_446_73, 0.469_076_281_574_588_3),
+];
+
+#[test]
+fn optimizer_is_within_one_percent_of_the_recorded_optima_where_it_once_missed() {
+    use scheduler::generate::{generate, SiteSpec};
+    for (seed, optimum, energy) in RECORDED_OPTIMA {
+        let snap = generate(&SiteSpec::small(seed));
+        let plan = scheduler::solve(&snap, &scheduler::SolveOptions::default()).unwrap();
+        let gap = (plan.objective.cost - optimum) / energy;
+        eprintln!("seed {seed}: gap {:.4} %", 100.0 * gap);
+        // Below the optimum would mean a stale record or a broken evaluator.
+        assert!(
+            gap >= -1e-6,
+            "seed {seed}: cost {} below the optimum {optimum}",
+            plan.objective.cost
+        );
+        assert!(
+            gap <= 0.01,
+            "seed {seed}: gap {:.3} % above 1 %",
+            100.0 * gap
+        );
+    }
+}
+
 #[cfg(feature = "highs")]
 mod highs {
     use super::*;
@@ -318,8 +355,9 @@ mod highs {
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    /// How many generated small sites the optimiser is measured on.
-    const SITES: usize = 12;
+    /// How many generated small sites the optimiser is measured on (seeds
+    /// 1–24 on 2026-11-22: all admit a plan; HiGHS needs 2 s to 5 min each).
+    const SITES: usize = 24;
 
     /// One generated small site and its exact solution.
     struct Solved {
@@ -382,6 +420,22 @@ mod highs {
     }
 
     #[test]
+    fn recorded_optima_are_the_milp_optima() {
+        for (seed, optimum, _) in RECORDED_OPTIMA {
+            let Some(Solved { snap, out, .. }) = solved().iter().find(|s| s.seed == seed) else {
+                panic!("seed {seed} is not among the solved sites");
+            };
+            assert!(out.proven_optimal, "seed {seed}");
+            let ev = evaluate(&Instance::new(snap).unwrap(), &out.decisions);
+            assert!(
+                close(ev.objective.cost, optimum, 1e-6),
+                "seed {seed}: {}",
+                ev.objective.cost
+            );
+        }
+    }
+
+    #[test]
     fn milp_objective_is_the_evaluated_cost_on_small_sites() {
         for Solved { seed, snap, out } in solved() {
             let inst = Instance::new(snap).unwrap();
@@ -401,17 +455,14 @@ mod highs {
         }
     }
 
-    /// Issue #2 asks for every small site within 1 % of the optimum. Measured
-    /// on 2026-11-22: 10 of these 12 seeds are (most within 0.05 %), seed 9
-    /// misses at 4.2 % and seed 11 at 2.1 % — the target is not met yet.
-    /// This test holds the line where it stands (at least 10 of 12 within
-    /// 1 %, none beyond 5 %, the lower bound never above the optimum) so a
-    /// regression fails, and prints every gap.
+    /// Issue #2: on every small site the optimiser is within 1 % of the
+    /// optimum (gap as a share of the optimal plan's energy cost), and its
+    /// lower bound is never above the optimum. Measured on 2026-11-22: worst
+    /// gap 0.52 % (seed 14), 20 of 24 within 0.12 %. Prints every gap.
     #[test]
-    fn optimizer_gap_to_the_optimum_on_small_sites_holds_where_measured() {
+    fn optimizer_is_within_one_percent_of_the_optimum_on_small_sites() {
         let mut report = Vec::new();
         let mut worst: f64 = 0.0;
-        let mut within_one_percent = 0;
         let mut sites = 0;
         for Solved { seed, snap, out } in solved() {
             let inst = Instance::new(snap).unwrap();
@@ -441,9 +492,6 @@ mod highs {
             ));
             worst = worst.max(gap);
             sites += 1;
-            if gap <= 0.01 {
-                within_one_percent += 1;
-            }
             if let Some(lb) = plan.lower_bound {
                 let best = out.objective;
                 assert!(
@@ -453,14 +501,15 @@ mod highs {
             }
         }
         eprintln!("{}", report.join("\n"));
-        assert!(
-            worst <= 0.05,
-            "optimiser gap above 5 % of the optimal energy cost, or no plan:\n{}",
+        assert_eq!(
+            sites,
+            SITES,
+            "not every site was planned:\n{}",
             report.join("\n")
         );
         assert!(
-            within_one_percent + 2 >= sites,
-            "only {within_one_percent} of {sites} sites within 1 %:\n{}",
+            worst <= 0.01,
+            "optimiser gap above 1 % of the optimal energy cost:\n{}",
             report.join("\n")
         );
     }

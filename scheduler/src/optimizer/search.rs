@@ -13,6 +13,9 @@
 //!   least per core and empty into them the on servers that cost most per
 //!   core of their load, switching those off;
 //! - **relocate** one VM, **swap** two (small sites);
+//! - small sites also: **restart** with each server emptied first,
+//!   **exchange** a spent migration for a better one, **drain** a server
+//!   (the [`small`] module says why);
 //! - **re-plan** batch work on every server when its loop's heat changed.
 
 use std::time::Instant;
@@ -20,6 +23,8 @@ use std::time::Instant;
 use crate::error::PlanError;
 
 use super::state::{Ctx, Mark, State, UNPLACED};
+
+mod small;
 
 /// Sites up to this many servers get the exhaustive neighbourhoods.
 const SMALL_SERVERS: usize = 60;
@@ -397,6 +402,17 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
     settle(ctx, st, m, ok)
 }
 
+/// Move each of `vms` off its server (already marked off) to the first of
+/// its targets that takes it; false as soon as one cannot move (the caller
+/// rolls back).
+fn move_all_off(ctx: &Ctx<'_>, st: &mut State, vms: Vec<usize>, limit: Option<usize>) -> bool {
+    vms.into_iter().all(|v| {
+        targets(ctx, st, v, limit)
+            .into_iter()
+            .any(|to| move_off(ctx, st, v, to))
+    })
+}
+
 /// Move `v` from a server being emptied (already marked off) to `to`.
 fn move_off(ctx: &Ctx<'_>, st: &mut State, v: usize, to: usize) -> bool {
     let m = st.mark();
@@ -668,6 +684,12 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
         if small {
             any |= swap_pass(ctx, st, budget);
             if !any {
+                any |= small::exchange_pass(ctx, st, budget);
+            }
+            if !any {
+                any |= small::drain_pass(ctx, st, budget);
+            }
+            if !any {
                 any |= switch_on_fill_pass(ctx, st, budget);
             }
         }
@@ -681,10 +703,23 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
 /// random servers that take them, sometimes switching an off server on),
 /// improve, and keep the result only if it beats the incumbent. The kicks
 /// come from a generator seeded by the site's size, so runs repeat exactly.
+/// First, one restart per server (`small::restarts`). With a deadline these
+/// extras take at most half the time left.
 pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iterations: usize) {
     use rand::{Rng, SeedableRng};
     if ctx.ns > SMALL_SERVERS || ctx.nv == 0 {
         return;
+    }
+    // With a deadline, the restarts and kicks take at most half the time
+    // left, so the lower bound (computed last) still fits.
+    let budget = &Budget {
+        deadline: budget.deadline.map(|d| {
+            let now = Instant::now();
+            now + d.saturating_duration_since(now) / 2
+        }),
+    };
+    if ctx.ns <= small::RESTART_SERVERS {
+        small::restarts(ctx, st, budget);
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((ctx.ns * 1_000_003 + ctx.nv) as u64);
     for _ in 0..iterations {
