@@ -119,6 +119,9 @@ fn simulated_lines() -> (String, String) {
     let overrides = [
         ("sim.days".to_string(), "0.5".to_string()),
         ("output.per_server".to_string(), "true".to_string()),
+        // The scheduler dashboard plots the optimiser's lower bound, which
+        // the simulator computes only when asked.
+        ("sim.lower_bound".to_string(), "true".to_string()),
     ];
     let sc = simulator::Scenario::load(&path, &overrides).expect("the small scenario loads");
     let out = simulator::run(&sc, None).expect("the small scenario runs");
