@@ -1,7 +1,7 @@
 //! Development figures of the optimiser on generated sites: time, cost,
 //! lower bound, gap and gain over the greedy baseline.
 //!
-//! `cargo run --release -p phoenix-scheduler --example optimizer_figures [small|medium|large] [seeds]`
+//! `cargo run --release -p phoenix-scheduler --example optimizer_figures [small|medium|large|SERVERSxVMS] [seeds]`
 
 use std::time::Instant;
 
@@ -19,7 +19,15 @@ fn main() {
         let spec = match size.as_str() {
             "medium" => SiteSpec::medium(seed),
             "large" => SiteSpec::large(seed),
-            _ => SiteSpec::small(seed),
+            other => match other.split_once('x') {
+                // `SERVERSxVMS`, e.g. `40x320`.
+                Some((s, v)) => SiteSpec::sized(
+                    s.parse().expect("servers in SERVERSxVMS"),
+                    v.parse().expect("VMs in SERVERSxVMS"),
+                    seed,
+                ),
+                None => SiteSpec::small(seed),
+            },
         };
         let snap = generate(&spec);
         let inst = Instance::new(&snap).expect("generated sites are valid");
