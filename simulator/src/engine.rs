@@ -660,14 +660,9 @@ impl<'a> Engine<'a> {
     /// servers are the site's, in order.
     fn apply_solution(&mut self, t_s: f64, sol: &Solution, index: &[usize]) {
         let d = &sol.decisions;
-        let mut migrations = 0;
         for (k, &i) in index.iter().enumerate() {
             let a = &mut self.active[i];
-            let s = d.host[k];
-            if a.host.is_some_and(|h| h != s) {
-                migrations += 1;
-            }
-            a.host = Some(s);
+            a.host = Some(d.host[k]);
             if self.jobs[a.job].kind == VmKind::Batch {
                 a.planned.clear();
                 a.planned.extend_from_slice(&d.batch_cores[k]);
@@ -676,16 +671,12 @@ impl<'a> Engine<'a> {
                 a.grant = 0.0;
             }
         }
-        let mut switches = 0;
-        for (s, &on) in d.on.iter().enumerate() {
-            if self.bank.on[s] != on {
-                switches += 1;
-            }
-            self.bank.on[s] = on;
-        }
-        self.t.switches += switches;
-        self.t.migrations += migrations;
+        self.bank.on.copy_from_slice(&d.on);
+        // Counted against the snapshot, whose hosts and on/off states were
+        // the simulator's own.
         let o = &sol.evaluation.objective;
+        self.t.switches += o.switches;
+        self.t.migrations += o.migrations;
         self.series.plans.push(PlanRow {
             t_s,
             solver: sol.solver.to_string(),
