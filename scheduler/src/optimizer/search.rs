@@ -713,21 +713,12 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
 /// random servers that take them, sometimes switching an off server on),
 /// improve, and keep the result only if it beats the incumbent. The kicks
 /// come from a generator seeded by the site's size, so runs repeat exactly.
-/// First, one restart per server (`small::restarts`). With a deadline these
-/// extras take at most half the time left.
+/// First, one restart per server (`small::restarts`).
 pub(crate) fn iterated(ctx: &Ctx<'_>, st: &mut State, budget: &Budget, iterations: usize) {
     use rand::{Rng, SeedableRng};
     if !is_small(ctx) || ctx.nv == 0 {
         return;
     }
-    // With a deadline, the restarts and kicks take at most half the time
-    // left, so the lower bound (computed last) still fits.
-    let budget = &Budget {
-        deadline: budget.deadline.map(|d| {
-            let now = Instant::now();
-            now + d.saturating_duration_since(now) / 2
-        }),
-    };
     if ctx.ns <= small::RESTART_SERVERS {
         small::restarts(ctx, st, budget);
     }
