@@ -52,7 +52,30 @@ impl Budget {
 }
 
 fn improved(st: &State, m: Mark) -> bool {
-    st.cost < m.cost - 1e-9 * (1.0 + m.cost.abs())
+    cost_below(st.cost, m)
+}
+
+/// Whether `cost` is below the cost at `m` by more than rounding.
+fn cost_below(cost: f64, m: Mark) -> bool {
+    cost < m.cost - 1e-9 * (1.0 + m.cost.abs())
+}
+
+/// Of the relocations `moves` (VM, target), the one that leaves the lowest
+/// exact cost (the first of equals), with that cost; nothing is changed.
+fn cheapest(
+    ctx: &Ctx<'_>,
+    st: &mut State,
+    moves: impl IntoIterator<Item = (usize, usize)>,
+) -> Option<(f64, usize, usize)> {
+    let mut best: Option<(f64, usize, usize)> = None;
+    for (v, to) in moves {
+        let m = st.mark();
+        if relocate(ctx, st, v, to) && best.is_none_or(|(c, _, _)| st.cost < c) {
+            best = Some((st.cost, v, to));
+        }
+        st.rollback(ctx, m);
+    }
+    best
 }
 
 /// Keep the changes since `m` if they lowered the cost and `ok`; else undo.
@@ -577,16 +600,12 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if tried % 64 == 0 {
             refresh_pool(ctx, st);
         }
-        let mut best: Option<(f64, usize)> = None;
-        for to in targets(ctx, st, v, limit) {
-            let m = st.mark();
-            if relocate(ctx, st, v, to) && improved(st, m) && best.is_none_or(|(c, _)| st.cost < c)
-            {
-                best = Some((st.cost, to));
-            }
-            st.rollback(ctx, m);
-        }
-        if let Some((_, to)) = best {
+        let moves: Vec<(usize, usize)> = targets(ctx, st, v, limit)
+            .into_iter()
+            .map(|to| (v, to))
+            .collect();
+        let best = cheapest(ctx, st, moves).filter(|&(cost, _, _)| cost_below(cost, st.mark()));
+        if let Some((_, _, to)) = best {
             let from = st.host[v];
             let m = st.mark();
             let ok = relocate(ctx, st, v, to);
