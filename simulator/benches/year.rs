@@ -3,7 +3,7 @@
 //! planning.
 //!
 //! `cargo bench -p phoenix-simulator --bench year -- [--days N] [--scheduler none|greedy|optimizer]
-//! [--time-limit-ms N] [--replan N]`
+//! [--time-limit-ms N] [--replan N] [--start RFC3339]`
 
 use std::path::Path;
 use std::time::Instant;
@@ -21,6 +21,7 @@ fn main() {
             "--scheduler" => overrides.push(("sim.scheduler".into(), value)),
             "--time-limit-ms" => overrides.push(("sim.plan_time_limit_ms".into(), value)),
             "--replan" => overrides.push(("sim.replan_periods".into(), value)),
+            "--start" => overrides.push(("sim.start".into(), value)),
             "--servers-scale" => {
                 let f: f64 = value.parse().unwrap_or(1.0);
                 overrides.push(("servers.0.count".into(), ((400.0 * f) as usize).to_string()));
