@@ -115,9 +115,7 @@ fn targets(ctx: &Ctx<'_>, st: &State, v: usize, limit: Option<usize>) -> Vec<usi
     let pool: Vec<usize> = match limit {
         None => (0..ctx.ns).filter(|&s| fits(s)).collect(),
         Some(k) => st
-            .pool
-            .iter()
-            .copied()
+            .pool_with_room(ctx, v)
             .filter(|&s| fits(s))
             .take(4 * k)
             .collect(),
@@ -141,7 +139,7 @@ fn refresh_pool(ctx: &Ctx<'_>, st: &mut State) {
         st.pool_floor = ranked
             .first()
             .map_or(f64::INFINITY, |&(key, _)| key / ctx.nt as f64);
-        st.pool = ranked.into_iter().map(|(_, s)| s).collect();
+        st.set_pool(ctx, ranked.into_iter().map(|(_, s)| s).collect());
     }
 }
 

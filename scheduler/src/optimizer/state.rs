@@ -32,6 +32,12 @@ pub(crate) struct Ctx<'i> {
     pub cap_cores: Vec<f64>,
     /// vCPUs each server may host (cores × overcommit).
     pub vcpu_cap: Vec<f64>,
+    /// `vcpu_cap` with the rounding tolerance of [`State::fits`].
+    vcpu_limit: Vec<f64>,
+    /// The distinct vCPU counts of the VMs, ascending.
+    vcpu_sizes: Vec<f64>,
+    /// Index in `vcpu_sizes` of each VM's vCPUs.
+    vm_size: Vec<usize>,
     /// Recovery fraction of each server (0 without a loop).
     pub recovery: Vec<f64>,
     /// Batch job of each VM (core-steps), `None` for interactive VMs.
@@ -73,7 +79,7 @@ impl<'i> Ctx<'i> {
         let cap_cores = (0..inst.n_servers())
             .map(|s| inst.u_max[s].map_or(-1.0, |u| u.min(1.0) * cores[s]))
             .collect();
-        let vcpu_cap = cores
+        let vcpu_cap: Vec<f64> = cores
             .iter()
             .map(|c| c * snap.policy.cpu_overcommit)
             .collect();
@@ -101,6 +107,16 @@ impl<'i> Ctx<'i> {
             })
             .collect();
         let movable = snap.vms.iter().map(|v| v.migratable).collect();
+        let tol = |x: f64| EPS * (1.0 + x.abs());
+        let vcpu_limit = vcpu_cap.iter().map(|&c: &f64| c + tol(c)).collect();
+        let mut vcpu_sizes: Vec<f64> = snap.vms.iter().map(|v| f64::from(v.vcpus)).collect();
+        vcpu_sizes.sort_by(f64::total_cmp);
+        vcpu_sizes.dedup();
+        let vm_size = snap
+            .vms
+            .iter()
+            .map(|v| vcpu_sizes.partition_point(|&c| c < f64::from(v.vcpus)))
+            .collect();
         let max_heat_w = (0..inst.n_servers())
             .filter_map(|s| inst.server_loop[s].map(|l| heat_w[l] * snap.servers[s].recovery))
             .fold(0.0, f64::max);
@@ -129,6 +145,9 @@ impl<'i> Ctx<'i> {
             cores,
             cap_cores,
             vcpu_cap,
+            vcpu_limit,
+            vcpu_sizes,
+            vm_size,
             recovery,
             jobs,
             movable,
@@ -214,7 +233,14 @@ pub(crate) struct State {
     /// Exact cost of the current decisions (DESIGN.md §2).
     pub cost: f64,
     /// Cheapest servers to try as targets on large sites (search's cache).
-    pub pool: Vec<usize>,
+    pool: Vec<usize>,
+    /// Position of each server in `pool` (`usize::MAX` when absent).
+    pool_pos: Vec<usize>,
+    /// Per VM size (`Ctx::vcpu_sizes`), a bit per position of `pool`: set
+    /// when that server has the vCPUs left for a VM of that size. Kept
+    /// current by `attach` and `detach`, so scanning the pool for targets
+    /// skips the (many) servers whose vCPUs are taken without looking.
+    room_bits: Vec<u64>,
     /// Cost per core and step of the pool's cheapest server.
     pub pool_floor: f64,
     journal: Vec<Undo>,
@@ -249,6 +275,8 @@ impl State {
             migrations: 0,
             cost: 0.0,
             pool: Vec::new(),
+            pool_pos: vec![usize::MAX; ctx.ns],
+            room_bits: Vec::new(),
             pool_floor: 0.0,
             journal: Vec::new(),
         };
@@ -317,7 +345,7 @@ impl State {
             + usize::from(ctx.is_migration(v, s));
         let tol = |x: f64| EPS * (1.0 + x.abs());
         mig_after <= budget
-            && self.vcpus[s] + ctx.vcpus(v) <= ctx.vcpu_cap[s] + tol(ctx.vcpu_cap[s])
+            && self.vcpus[s] + ctx.vcpus(v) <= ctx.vcpu_limit[s]
             && self.fixed[s] + ctx.inst.vm_fixed_cores[v] <= ctx.cap_cores[s] * (1.0 - 1e-9)
             && self.batch_room_ok(ctx, s, v)
             && self.mem[s] + self.mem_need(ctx, s, v)
@@ -358,6 +386,7 @@ impl State {
         if ctx.is_migration(v, s) {
             self.migrations += 1;
         }
+        self.update_room(ctx, s);
     }
 
     fn detach(&mut self, ctx: &Ctx<'_>, v: usize) {
@@ -389,6 +418,64 @@ impl State {
             self.fixed[s] = 0.0;
             self.batch_need[s] = 0.0;
         }
+        self.update_room(ctx, s);
+    }
+
+    /// Install a new pool of targets.
+    pub fn set_pool(&mut self, ctx: &Ctx<'_>, pool: Vec<usize>) {
+        for &s in &self.pool {
+            self.pool_pos[s] = usize::MAX;
+        }
+        for (i, &s) in pool.iter().enumerate() {
+            self.pool_pos[s] = i;
+        }
+        self.pool = pool;
+        let words = self.pool.len().div_ceil(64);
+        self.room_bits.clear();
+        self.room_bits.resize(words * ctx.vcpu_sizes.len(), 0);
+        for i in 0..self.pool.len() {
+            self.update_room(ctx, self.pool[i]);
+        }
+    }
+
+    /// Refresh the room bits of `s` (when it is in the pool).
+    fn update_room(&mut self, ctx: &Ctx<'_>, s: usize) {
+        let pos = self.pool_pos[s];
+        if pos == usize::MAX {
+            return;
+        }
+        let words = self.pool.len().div_ceil(64);
+        let (w, bit) = (pos / 64, 1u64 << (pos % 64));
+        for (k, &size) in ctx.vcpu_sizes.iter().enumerate() {
+            let word = &mut self.room_bits[k * words + w];
+            if self.vcpus[s] + size <= ctx.vcpu_limit[s] {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+
+    /// The servers of the pool, in its order, that have the vCPUs left for
+    /// `v` (a necessary condition of [`State::fits`]).
+    pub fn pool_with_room<'a>(
+        &'a self,
+        ctx: &Ctx<'_>,
+        v: usize,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let words = self.pool.len().div_ceil(64);
+        let k = ctx.vm_size[v];
+        let bits = &self.room_bits[k * words..(k + 1) * words];
+        bits.iter().enumerate().flat_map(move |(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let b = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    self.pool[w * 64 + b]
+                })
+            })
+        })
     }
 
     pub fn mark(&self) -> Mark {
