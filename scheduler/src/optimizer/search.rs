@@ -387,12 +387,17 @@ fn try_switch_off(ctx: &Ctx<'_>, st: &mut State, s: usize, prefer: Option<usize>
             .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
             .then(a.cmp(&b))
     });
+    let limit = target_limit(ctx);
+    // Large sites: the VMs look for targets in the pool only; when its
+    // servers have not the vCPUs left for them, the attempt cannot succeed.
+    if limit.is_some() && prefer.is_none() && !st.pool_may_take(ctx, s, &vms) {
+        return false;
+    }
     let off_power = vec![ctx.off_w(s); ctx.nt];
     let m = st.mark();
     // Until it is off, the server must not receive anything: mark it off for
     // target selection by switching it off first (it is re-planned last).
     st.set_on(ctx, s, false);
-    let limit = target_limit(ctx);
     // Large sites: not even trying when the migrations it adds and its load
     // at the cheapest watts per core anywhere (or, with no preferred target,
     // at the cheapest target's cost per core: an estimate) cost more than it

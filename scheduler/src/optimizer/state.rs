@@ -241,6 +241,11 @@ pub(crate) struct State {
     /// current by `attach` and `detach`, so scanning the pool for targets
     /// skips the (many) servers whose vCPUs are taken without looking.
     room_bits: Vec<u64>,
+    /// Whole vCPUs each server of the pool has left (0 outside it).
+    free_vcpus: Vec<u64>,
+    /// Per VM size: the vCPUs left on the pool's servers that have at least
+    /// that many (a bound on what VMs of that size or larger can find).
+    room_sum: Vec<u64>,
     /// Cost per core and step of the pool's cheapest server.
     pub pool_floor: f64,
     journal: Vec<Undo>,
@@ -277,6 +282,8 @@ impl State {
             pool: Vec::new(),
             pool_pos: vec![usize::MAX; ctx.ns],
             room_bits: Vec::new(),
+            free_vcpus: vec![0; ctx.ns],
+            room_sum: vec![0; ctx.vcpu_sizes.len()],
             pool_floor: 0.0,
             journal: Vec::new(),
         };
@@ -425,7 +432,9 @@ impl State {
     pub fn set_pool(&mut self, ctx: &Ctx<'_>, pool: Vec<usize>) {
         for &s in &self.pool {
             self.pool_pos[s] = usize::MAX;
+            self.free_vcpus[s] = 0;
         }
+        self.room_sum.fill(0);
         for (i, &s) in pool.iter().enumerate() {
             self.pool_pos[s] = i;
         }
@@ -444,16 +453,54 @@ impl State {
         if pos == usize::MAX {
             return;
         }
+        // The most whole vCPUs `m` with `vcpus + m <= limit` as `fits`
+        // computes it (VM sizes are whole, so a VM fits by vCPUs exactly
+        // when its size is at most `m`).
+        let (used, limit) = (self.vcpus[s], ctx.vcpu_limit[s]);
+        let mut m = (limit - used).floor().max(0.0) as u64;
+        while used + (m + 1) as f64 <= limit {
+            m += 1;
+        }
+        while m > 0 && used + m as f64 > limit {
+            m -= 1;
+        }
+        let old = std::mem::replace(&mut self.free_vcpus[s], m);
         let words = self.pool.len().div_ceil(64);
         let (w, bit) = (pos / 64, 1u64 << (pos % 64));
         for (k, &size) in ctx.vcpu_sizes.iter().enumerate() {
+            let size = size as u64;
+            if old >= size {
+                self.room_sum[k] -= old;
+            }
             let word = &mut self.room_bits[k * words + w];
-            if self.vcpus[s] + size <= ctx.vcpu_limit[s] {
+            if m >= size {
+                self.room_sum[k] += m;
                 *word |= bit;
             } else {
                 *word &= !bit;
             }
         }
+    }
+
+    /// Whether the pool's servers other than `s` have the vCPUs for `vms`
+    /// at all: for every size, the VMs at least that large need no more
+    /// vCPUs than the servers with room for one of them have left. A
+    /// necessary condition for moving them all into the pool (room only
+    /// shrinks as they arrive), checked before trying.
+    pub fn pool_may_take(&self, ctx: &Ctx<'_>, s: usize, vms: &[usize]) -> bool {
+        ctx.vcpu_sizes.iter().enumerate().all(|(k, &size)| {
+            let need: u64 = vms
+                .iter()
+                .filter(|&&v| ctx.vm_size[v] >= k)
+                .map(|&v| u64::from(ctx.inst.snap.vms[v].vcpus))
+                .sum();
+            let own = if self.free_vcpus[s] >= size as u64 {
+                self.free_vcpus[s]
+            } else {
+                0
+            };
+            need <= self.room_sum[k] - own
+        })
     }
 
     /// The servers of the pool, in its order, that have the vCPUs left for
