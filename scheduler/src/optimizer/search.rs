@@ -151,7 +151,7 @@ fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<(f64, usize)> {
     let mut c: Vec<(f64, usize)> = (0..ctx.ns)
         .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
         .map(|s| {
-            let load = st.loads(ctx, s).iter().sum::<f64>() / ctx.nt as f64;
+            let load = st.mean_load(ctx, s);
             let room = ctx.cap_cores[s] - load;
             let key = if room < 0.05 {
                 f64::INFINITY
@@ -505,7 +505,7 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
                 .any(|&v| !ctx.movable[v] && ctx.inst.vm_host[v] == Some(s))
         })
         .map(|s| {
-            let load = st.loads(ctx, s).iter().sum::<f64>() / ctx.nt as f64;
+            let load = st.mean_load(ctx, s);
             let power = st.power[s].iter().sum::<f64>() / ctx.nt as f64;
             let mig = st.vms_on[s]
                 .iter()

@@ -784,8 +784,18 @@ impl State {
         let c = ctx.cores[s];
         let curve = ctx.curve(s);
         let job = ctx.jobs[v].as_ref();
+        let batch = self.has_batch(ctx, s);
+        // The power added at a step depends only on the load before and
+        // after: reuse it while those repeat (always, on servers without
+        // batch work and for an interactive VM).
+        let mut last: Option<(f64, f64, f64)> = None;
         let mut d = 0.0;
-        for (t, base) in self.loads(ctx, s).into_iter().enumerate() {
+        for t in 0..ctx.nt {
+            let base = if batch {
+                self.load_at(ctx, s, t)
+            } else {
+                self.fixed[s]
+            };
             let extra = match job {
                 None => ctx.inst.vm_fixed_cores[v],
                 Some(j) if t < j.window => (j.min / j.window as f64).min(j.cap),
@@ -795,7 +805,14 @@ impl State {
                 // Batch work must shift to make room: rank such servers last.
                 d += 1e3;
             }
-            let dp = curve.power_w((base + extra) / c) - curve.power_w(base / c);
+            let dp = match last {
+                Some((b, e, dp)) if b == base && e == extra => dp,
+                _ => {
+                    let dp = curve.power_w((base + extra) / c) - curve.power_w(base / c);
+                    last = Some((base, extra, dp));
+                    dp
+                }
+            };
             let mut price = ctx.energy_w[t];
             if let Some(l) = ctx.inst.server_loop[s] {
                 if self.rec[l][t] < ctx.heat_cap_w[l][t] {
@@ -805,6 +822,31 @@ impl State {
             d += price * dp;
         }
         d
+    }
+
+    /// Whether any VM on `s` is a batch VM.
+    fn has_batch(&self, ctx: &Ctx<'_>, s: usize) -> bool {
+        self.vms_on[s].iter().any(|&v| ctx.jobs[v].is_some())
+    }
+
+    /// Load of server `s` at step `t`, cores (the same sum, in the same
+    /// order, as [`State::loads`]).
+    pub fn load_at(&self, ctx: &Ctx<'_>, s: usize, t: usize) -> f64 {
+        let mut load = self.fixed[s];
+        for &v in &self.vms_on[s] {
+            if ctx.jobs[v].is_some() {
+                load += self.cores[v][t];
+            }
+        }
+        load
+    }
+
+    /// Mean load of server `s` over the horizon, cores.
+    pub fn mean_load(&self, ctx: &Ctx<'_>, s: usize) -> f64 {
+        if !self.has_batch(ctx, s) {
+            return (0..ctx.nt).map(|_| self.fixed[s]).sum::<f64>() / ctx.nt as f64;
+        }
+        (0..ctx.nt).map(|t| self.load_at(ctx, s, t)).sum::<f64>() / ctx.nt as f64
     }
 
     /// Load of server `s` at each step, cores.
