@@ -702,11 +702,15 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
         n if n <= 300 => 5,
         _ => 1,
     };
-    for _round in 0..rounds {
+    for round in 0..rounds {
         if budget.expired() {
             return;
         }
-        let mut any = replan_all(ctx, st, budget);
+        // Large sites: `repair` has just planned every server's batch work;
+        // planning it again against the loop's heat as it now is changed
+        // the cost by under 0.1 % (either way) on the generated sites and the
+        // simulator's year, for 40 % of the flows solved.
+        let mut any = (small || round > 0) && replan_all(ctx, st, budget);
         any |= switch_off_pass(ctx, st, budget);
         any |= switch_on_empty_pass(ctx, st);
         if !small {
