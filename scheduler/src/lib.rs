@@ -88,7 +88,7 @@ pub fn solve(snap: &Snapshot, opts: &SolveOptions) -> Result<Plan, PlanError> {
     let started = Instant::now();
     validate::validate(snap)?;
     let inst = Instance::new(snap)?;
-    let s = solve_instance(&inst, opts, started)?;
+    let s = solve_instance(&inst, opts, started, None)?;
     let mut plan = evaluate::to_plan(&inst, &s.decisions, &s.evaluation, s.solver, s.solve_ms);
     plan.lower_bound = s.lower_bound;
     plan.baseline_cost = s.baseline_cost;
@@ -126,13 +126,27 @@ pub struct Solution {
 pub fn solve_prepared(snap: &Snapshot, opts: &SolveOptions) -> Result<Solution, PlanError> {
     let started = Instant::now();
     let inst = Instance::new(snap)?;
-    solve_instance(&inst, opts, started)
+    solve_instance(&inst, opts, started, None)
+}
+
+/// [`solve_prepared`] for a caller that plans the same site period after
+/// period: the optimiser keeps in `carry` what helps its next plan
+/// ([`optimizer::Carry`]). Other solvers ignore it.
+pub fn solve_prepared_carried(
+    snap: &Snapshot,
+    opts: &SolveOptions,
+    carry: &mut optimizer::Carry,
+) -> Result<Solution, PlanError> {
+    let started = Instant::now();
+    let inst = Instance::new(snap)?;
+    solve_instance(&inst, opts, started, Some(carry))
 }
 
 fn solve_instance(
     inst: &Instance<'_>,
     opts: &SolveOptions,
     started: Instant,
+    carry: Option<&mut optimizer::Carry>,
 ) -> Result<Solution, PlanError> {
     validate::check_feasible(inst)?;
     let (decisions, name, lower_bound) = match opts.solver {
@@ -142,7 +156,10 @@ fn solve_instance(
                 deadline: opts.time_limit.map(|d| started + d),
                 lower_bound: !opts.skip_lower_bound,
             };
-            let out = optimizer::decide_with(inst, &settings)?;
+            let out = match carry {
+                Some(c) => optimizer::decide_carried(inst, &settings, c)?,
+                None => optimizer::decide_with(inst, &settings)?,
+            };
             (out.decisions, optimizer::NAME, out.lower_bound)
         }
         SolverKind::Exact => {

@@ -213,6 +213,8 @@ struct Engine<'a> {
     spare: (Vec<Active>, Vec<Vm>),
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
+    /// What the optimiser carries from one plan to the next.
+    carry: scheduler::optimizer::Carry,
 }
 
 impl<'a> Engine<'a> {
@@ -260,6 +262,7 @@ impl<'a> Engine<'a> {
             records: Vec::new(),
             spare: (Vec::new(), Vec::new()),
             validated: false,
+            carry: scheduler::optimizer::Carry::default(),
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -622,11 +625,11 @@ impl<'a> Engine<'a> {
             // The simulator builds its snapshots from a validated scenario;
             // the first one of a run is checked in full all the same.
             let solved = if self.validated {
-                scheduler::solve_prepared(&snap, &opts)
+                scheduler::solve_prepared_carried(&snap, &opts, &mut self.carry)
             } else {
                 scheduler::validate::validate(&snap).and_then(|()| {
                     self.validated = true;
-                    scheduler::solve_prepared(&snap, &opts)
+                    scheduler::solve_prepared_carried(&snap, &opts, &mut self.carry)
                 })
             };
             self.solver += built.elapsed();

@@ -69,6 +69,68 @@ pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome,
     )
 }
 
+/// Most plans a server whose switch-off did not pay is left out of the
+/// switch-off pass: it waits 1, 2, 4, then at most this many plans after
+/// consecutive failures (two hours at a 15 min period).
+pub const MAX_SWITCH_OFF_WAIT: u32 = 8;
+
+/// What the optimiser carries from one plan of a site to the next, for a
+/// caller that plans the same site period after period (the simulator's
+/// closed loop, a controller): which servers it tried and failed to switch
+/// off, so that on large sites it retries them after a back-off instead of
+/// every period. Pass the same `Carry` to each plan with [`decide_carried`];
+/// a change in the site's servers starts it afresh. Plans stay
+/// deterministic for a given sequence of snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    server_ids: Vec<String>,
+    /// Per server: switch-offs that failed in a row, and plans still to
+    /// skip before the next try.
+    backoff: Vec<(u32, u32)>,
+}
+
+impl Carry {
+    /// Servers to leave out of this plan's switch-off pass (empty: none).
+    fn skips(&mut self, servers: &[crate::model::Server], small: bool) -> Vec<bool> {
+        let same = self.server_ids.len() == servers.len()
+            && self.server_ids.iter().zip(servers).all(|(a, b)| *a == b.id);
+        if !same {
+            self.server_ids = servers.iter().map(|s| s.id.clone()).collect();
+            self.backoff = vec![(0, 0); servers.len()];
+        }
+        if small {
+            return Vec::new();
+        }
+        self.backoff.iter().map(|&(_, wait)| wait > 0).collect()
+    }
+
+    /// Record this plan's outcome: a failed try doubles the wait, anything
+    /// else (switched off, or not tried because the server was off, empty
+    /// of candidates or skipped) lets it run down.
+    fn record(&mut self, skipped: &[bool], failed: &[bool]) {
+        for (s, b) in self.backoff.iter_mut().enumerate() {
+            if skipped.get(s).copied().unwrap_or(false) {
+                b.1 -= 1;
+            } else if failed[s] {
+                b.0 += 1;
+                b.1 = (1u32 << (b.0 - 1).min(8)).min(MAX_SWITCH_OFF_WAIT);
+            } else {
+                *b = (0, 0);
+            }
+        }
+    }
+}
+
+/// Decide a plan under `settings`, carrying what helps the next plan of the
+/// same site in `carry` (see [`Carry`]).
+pub fn decide_carried(
+    inst: &Instance<'_>,
+    settings: &Settings,
+    carry: &mut Carry,
+) -> Result<Outcome, PlanError> {
+    decide_inner(inst, settings, Some(carry))
+}
+
 /// Decide a plan under `settings`.
 ///
 /// A feasible plan is built first (repair, then placement of pending VMs);
@@ -78,11 +140,19 @@ pub fn decide(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Outcome,
 /// reports it (the bound does not depend on the search, so the plan and the
 /// bound are the same whatever the threads' timing).
 pub fn decide_with(inst: &Instance<'_>, settings: &Settings) -> Result<Outcome, PlanError> {
+    decide_inner(inst, settings, None)
+}
+
+fn decide_inner(
+    inst: &Instance<'_>,
+    settings: &Settings,
+    carry: Option<&mut Carry>,
+) -> Result<Outcome, PlanError> {
     std::thread::scope(|scope| {
         let bound = settings
             .lower_bound
             .then(|| scope.spawn(|| bound::lower_bound(inst)));
-        let decisions = search_plan(inst, settings.deadline);
+        let decisions = search_plan(inst, settings.deadline, carry);
         // The bound's thread only solves an LP; should it panic, report no bound.
         let lower_bound = bound.and_then(|h| h.join().ok().flatten());
         Ok(Outcome {
@@ -93,14 +163,25 @@ pub fn decide_with(inst: &Instance<'_>, settings: &Settings) -> Result<Outcome, 
 }
 
 /// The search's plan, or the greedy baseline's where that costs less.
-fn search_plan(inst: &Instance<'_>, deadline: Option<Instant>) -> Result<Decisions, PlanError> {
+fn search_plan(
+    inst: &Instance<'_>,
+    deadline: Option<Instant>,
+    carry: Option<&mut Carry>,
+) -> Result<Decisions, PlanError> {
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
+    let mut carry = carry;
+    if let Some(c) = carry.as_deref_mut() {
+        st.skip_switch_off = c.skips(&inst.snap.servers, search::is_small(&ctx));
+    }
     search::repair(&ctx, &mut st)?;
     search::place_pending(&ctx, &mut st)?;
     let budget = search::Budget { deadline };
     search::improve(&ctx, &mut st, &budget);
     search::iterated(&ctx, &mut st, &budget, ILS_ITERATIONS);
+    if let Some(c) = carry {
+        c.record(&st.skip_switch_off, &st.switch_off_failed);
+    }
     let mut decisions = to_decisions(&ctx, &st)?;
     let mut ev = evaluate(inst, &decisions);
     // Safeguard: never return more than the baseline would cost when the
@@ -133,4 +214,63 @@ fn to_decisions(ctx: &Ctx<'_>, st: &State) -> Result<Decisions, PlanError> {
         on: st.on.clone(),
         batch_cores: st.cores.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, SiteSpec};
+
+    #[test]
+    fn a_server_that_keeps_failing_to_switch_off_waits_longer_each_time_up_to_the_cap() {
+        let snap = generate(&SiteSpec::small(1));
+        let n = snap.servers.len();
+        let mut carry = Carry::default();
+        let mut waits = Vec::new();
+        let mut tried = 0;
+        for _ in 0..40 {
+            let skip = carry.skips(&snap.servers, false);
+            assert_eq!(skip.len(), n);
+            // Server 0 fails whenever it is tried; the others succeed.
+            let mut failed = vec![false; n];
+            if !skip[0] {
+                failed[0] = true;
+                tried += 1;
+            }
+            carry.record(&skip, &failed);
+            waits.push(carry.backoff[0].1);
+            assert!(
+                skip[1..].iter().all(|&s| !s),
+                "a server that succeeds is never skipped"
+            );
+        }
+        // Tried at plans 1, 3, 6, 11, then every 9th (8 skipped in between).
+        assert_eq!(&waits[..12], &[1, 0, 2, 1, 0, 4, 3, 2, 1, 0, 8, 7]);
+        assert_eq!(waits.iter().copied().max(), Some(MAX_SWITCH_OFF_WAIT));
+        assert_eq!(tried, 7, "plans 1, 3, 6, 11, 20, 29 and 38");
+        // A success resets it.
+        loop {
+            let skip = carry.skips(&snap.servers, false);
+            carry.record(&skip, &vec![false; n]);
+            if !skip[0] {
+                break;
+            }
+        }
+        assert_eq!(carry.backoff[0], (0, 0));
+    }
+
+    #[test]
+    fn a_carry_starts_afresh_when_the_servers_change_and_skips_nothing_on_small_sites() {
+        let mut snap = generate(&SiteSpec::small(1));
+        let n = snap.servers.len();
+        let mut carry = Carry::default();
+        let skip = carry.skips(&snap.servers, false);
+        let mut failed = vec![false; n];
+        failed[2] = true;
+        carry.record(&skip, &failed);
+        assert!(carry.skips(&snap.servers, false)[2]);
+        assert!(carry.skips(&snap.servers, true).is_empty());
+        snap.servers[0].id.push_str("-renamed");
+        assert!(carry.skips(&snap.servers, false).iter().all(|&s| !s));
+    }
 }

@@ -196,7 +196,7 @@ fn open_cost_per_core(ctx: &Ctx<'_>, st: &State, s: usize) -> f64 {
 }
 
 /// Whether `ctx` is a small site (see [`SMALL_SERVERS`]).
-fn is_small(ctx: &Ctx<'_>) -> bool {
+pub(crate) fn is_small(ctx: &Ctx<'_>) -> bool {
     ctx.ns <= SMALL_SERVERS && ctx.nv <= SMALL_VMS
 }
 
@@ -482,7 +482,12 @@ fn switch_off_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if budget.expired() {
             break;
         }
-        any |= try_switch_off(ctx, st, s, None);
+        if st.skip_switch_off.get(s).copied().unwrap_or(false) {
+            continue;
+        }
+        let off = try_switch_off(ctx, st, s, None);
+        st.switch_off_failed[s] = !off;
+        any |= off;
     }
     any
 }

@@ -248,6 +248,11 @@ pub(crate) struct State {
     room_sum: Vec<u64>,
     /// Cost per core and step of the pool's cheapest server.
     pub pool_floor: f64,
+    /// Servers the switch-off pass leaves alone this plan (a carried
+    /// back-off; empty when nothing is carried).
+    pub skip_switch_off: Vec<bool>,
+    /// Servers whose switch-off the pass tried and could not make pay.
+    pub switch_off_failed: Vec<bool>,
     journal: Vec<Undo>,
 }
 
@@ -285,6 +290,8 @@ impl State {
             free_vcpus: vec![0; ctx.ns],
             room_sum: vec![0; ctx.vcpu_sizes.len()],
             pool_floor: 0.0,
+            skip_switch_off: Vec::new(),
+            switch_off_failed: vec![false; ctx.ns],
             journal: Vec::new(),
         };
         for v in 0..ctx.nv {
