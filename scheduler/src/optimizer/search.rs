@@ -211,9 +211,18 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
     // repaired (moves onto it are re-planned and checked; the loop's heat
     // changes only costs), so only the failures are planned again below.
     let planned: Vec<bool> = (0..ctx.ns).map(|s| st.replan(ctx, s)).collect();
-    refresh_pool(ctx, st);
+    // The pool is ranked when the first server needs repair (nothing
+    // changes before: the servers planned feasibly are skipped).
+    let mut ranked = false;
     for s in 0..ctx.ns {
-        if capacity_ok(ctx, st, s) && (planned[s] || st.replan(ctx, s)) {
+        if capacity_ok(ctx, st, s) && planned[s] {
+            continue;
+        }
+        if !ranked {
+            refresh_pool(ctx, st);
+            ranked = true;
+        }
+        if capacity_ok(ctx, st, s) && st.replan(ctx, s) {
             continue;
         }
         // Shed batch VMs first (most work), then the heaviest interactive ones.
@@ -284,9 +293,8 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
             .then(ctx.mem(b).total_cmp(&ctx.mem(a)))
             .then(a.cmp(&b))
     });
-    refresh_pool(ctx, st);
     for (i, v) in pending.into_iter().enumerate() {
-        if i % 64 == 63 {
+        if i == 0 || i % 64 == 63 {
             refresh_pool(ctx, st);
         }
         if targets(ctx, st, v, target_limit(ctx))
@@ -590,7 +598,6 @@ fn switch_on_empty_pass(ctx: &Ctx<'_>, st: &mut State) -> bool {
 fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
     let mut any = false;
     let limit = target_limit(ctx);
-    refresh_pool(ctx, st);
     let mut tried = 0usize;
     for v in 0..ctx.nv {
         if budget.expired() {
@@ -604,8 +611,10 @@ fn relocate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
         if limit.is_some() && ctx.inst.vm_host[v].is_some() {
             continue;
         }
+        // Ranked before the first VM tried (nothing changes before it) and
+        // before every 64th.
         tried += 1;
-        if tried % 64 == 0 {
+        if tried == 1 || tried % 64 == 0 {
             refresh_pool(ctx, st);
         }
         let moves: Vec<(usize, usize)> = targets(ctx, st, v, limit)
