@@ -63,6 +63,21 @@ fn main() {
         t.snapshot_s,
         t.planning_s - t.solver_s - t.snapshot_s
     );
+    let mut ms: Vec<f64> = o.series.plans.iter().map(|p| p.solve_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    if !ms.is_empty() {
+        let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+        let total: f64 = ms.iter().sum();
+        let top: f64 = ms[ms.len() - ms.len().div_ceil(10)..].iter().sum();
+        println!(
+            "solver ms per plan: median {:.2}, p90 {:.2}, p99 {:.2}, max {:.2}; the slowest 10 % take {:.0} % of the solver time",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0),
+            100.0 * top / total.max(1e-9)
+        );
+    }
     println!(
         "extrapolated to 365 days: physics {:.1} s, planning {:.1} s",
         t.physics_s * 365.0 / sc.sim.days,
