@@ -765,6 +765,7 @@ impl State {
     /// solving its flow; false (nothing changed) when no plan meets its rules.
     pub fn replan_kept(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
         match self.plan_kept(ctx, s) {
+            Some(p) if p.power == self.power[s] => true,
             Some(p) => {
                 self.apply(ctx, s, p);
                 true
@@ -777,6 +778,9 @@ impl State {
     /// no plan meets its rules.
     pub fn replan(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
         match self.plan(ctx, s) {
+            // The same power and no batch schedule: nothing to change (most
+            // servers when repair plans them all).
+            Some(p) if p.batch.is_empty() && p.power == self.power[s] => true,
             Some(p) => {
                 self.apply(ctx, s, p);
                 true
