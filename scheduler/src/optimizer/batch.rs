@@ -126,6 +126,15 @@ struct Arc {
     rev: u32,
 }
 
+/// Set or clear bit `i` of `bits`.
+fn set_bit(bits: &mut [u64], i: usize, on: bool) {
+    if on {
+        bits[i / 64] |= 1 << (i % 64);
+    } else {
+        bits[i / 64] &= !(1 << (i % 64));
+    }
+}
+
 /// An edge as added: tail, head, capacity, cost.
 #[derive(Debug, Clone, Copy)]
 struct Edge {
@@ -144,6 +153,11 @@ pub(crate) struct Flow {
     head: Vec<u32>,
     fill: Vec<u32>,
     arcs: Vec<Arc>,
+    /// Bit p: whether arc p has room (capacity above `TOL`), the only arcs
+    /// a shortest-path search follows.
+    open: Vec<u64>,
+    /// Per node: its first word in `open` (one more entry than nodes).
+    word0: Vec<u32>,
     /// Per edge: position of its forward arc.
     fwd: Vec<u32>,
     /// Per job: its required-work edge.
@@ -209,10 +223,31 @@ impl Flow {
             };
             self.fwd.push(p);
         }
+        self.word0.clear();
+        self.word0.push(0);
+        for u in 0..n {
+            let deg = (self.head[u + 1] - self.head[u]) as usize;
+            self.word0.push(self.word0[u] + deg.div_ceil(64) as u32);
+        }
+        self.open.clear();
+        self.open.resize(self.word0[n] as usize, 0);
+        for u in 0..n {
+            let (from, to) = (self.head[u] as usize, self.head[u + 1] as usize);
+            let words = &mut self.open[self.word0[u] as usize..];
+            for (i, a) in self.arcs[from..to].iter().enumerate() {
+                set_bit(words, i, a.cap > TOL);
+            }
+        }
     }
 
     /// Successive shortest paths (SPFA) from `s` to `t`, stopping at the
     /// first path whose cost is not negative.
+    ///
+    /// Each search visits nodes in FIFO order and each node's arcs in the
+    /// order they were added, so ties between paths of equal cost go the
+    /// same way every time. A node's arcs with room are the set bits of its
+    /// words in `open` (kept up to date as paths are augmented): closed
+    /// arcs, about half of them, cost nothing to pass over.
     fn min_cost_flow(&mut self, s: usize, t: usize) {
         let n = self.head.len() - 1;
         let n_arcs = self.arcs.len();
@@ -224,8 +259,14 @@ impl Flow {
         self.in_queue.resize(n, false);
         self.queue.clear();
         self.queue.resize(n, 0);
-        let (head, arcs, dist, prev) = (&self.head, &mut self.arcs, &mut self.dist, &mut self.prev);
-        let (in_queue, queue) = (&mut self.in_queue, &mut self.queue);
+        let head = &self.head[..];
+        let arcs = &mut self.arcs[..];
+        let dist = &mut self.dist[..];
+        let prev = &mut self.prev[..];
+        let in_queue = &mut self.in_queue[..];
+        let queue = &mut self.queue[..];
+        let open = &mut self.open[..];
+        let word0 = &self.word0[..];
         // Bounded for safety; each augmentation saturates an arc.
         for _ in 0..10 * n_arcs + 10 {
             dist.fill(f64::INFINITY);
@@ -249,14 +290,20 @@ impl Flow {
                     return;
                 }
                 let du = dist[u];
-                let (from, to) = (head[u] as usize, head[u + 1] as usize);
-                for (p, a) in arcs[from..to].iter().enumerate() {
-                    if a.cap > TOL {
+                let from = head[u] as usize;
+                // The arcs of u with room, in order (the bits of its words).
+                let words = &open[word0[u] as usize..word0[u + 1] as usize];
+                for (k, &word) in words.iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let p = from + k * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let a = &arcs[p];
                         let v = a.to as usize;
                         let d = du + a.cost;
                         if d < dist[v] - 1e-12 {
                             dist[v] = d;
-                            prev[v] = (from + p) as u32;
+                            prev[v] = p as u32;
                             if !in_queue[v] {
                                 in_queue[v] = true;
                                 let mut at = q_head + q_len;
@@ -286,7 +333,12 @@ impl Flow {
                 arcs[p].cap -= f;
                 let r = arcs[p].rev as usize;
                 arcs[r].cap += f;
-                v = arcs[r].to as usize;
+                let u = arcs[r].to as usize;
+                let p_open = arcs[p].cap > TOL;
+                set_bit(&mut open[word0[u] as usize..], p - head[u] as usize, p_open);
+                let r_open = arcs[r].cap > TOL;
+                set_bit(&mut open[word0[v] as usize..], r - head[v] as usize, r_open);
+                v = u;
             }
         }
     }
@@ -742,6 +794,46 @@ mod tests {
             infeasible > 300 && feasible > 2000,
             "{infeasible} infeasible, {feasible} feasible"
         );
+    }
+
+    #[test]
+    fn nodes_with_more_than_64_arcs_are_searched_like_the_reference() {
+        // 12 jobs and 12 steps of 11 segments: the source has 24 arcs and
+        // more, each step 24 or more, the sink 132.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(64);
+        let mut flow = Flow::default();
+        for case in 0..20 {
+            let nt = 12;
+            let jobs: Vec<BatchJob> = (0..12)
+                .map(|j| BatchJob {
+                    cap: 1.0 + (j % 4) as f64,
+                    window: if j % 3 == 0 { nt - j / 2 } else { nt },
+                    min: rng.random_range(0.0..6.0),
+                    max: rng.random_range(6.0..20.0),
+                })
+                .collect();
+            let steps: Vec<Vec<Segment>> = (0..nt)
+                .map(|_| {
+                    let mut slope = rng.random_range(-0.05..0.0);
+                    (0..11)
+                        .map(|_| {
+                            slope += rng.random_range(0.001..0.01);
+                            Segment {
+                                len: rng.random_range(0.5..3.0),
+                                slope,
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let want = reference::schedule(&jobs, &steps).expect("feasible");
+            assert!(flow.schedule(&jobs, &step_costs(&steps)), "case {case}");
+            for (j, row) in want.iter().enumerate() {
+                let got: Vec<u64> = flow.cores(j).iter().map(|c| c.to_bits()).collect();
+                let want: Vec<u64> = row.iter().map(|c| c.to_bits()).collect();
+                assert_eq!(got, want, "case {case}, job {j}");
+            }
+        }
     }
 
     #[test]
