@@ -653,74 +653,119 @@ impl State {
         }
         let c = ctx.cores[s];
         let curve = ctx.curve(s);
-        let batch_vms: Vec<usize> = self.vms_on[s]
-            .iter()
-            .copied()
-            .filter(|&v| ctx.jobs[v].is_some())
-            .collect();
-        if batch_vms.is_empty() {
+        if !self.vms_on[s].iter().any(|&v| ctx.jobs[v].is_some()) {
             return Some(ServerPlan {
                 power: vec![curve.power_w(fixed / c); nt],
                 batch: Vec::new(),
             });
         }
-        let jobs: Vec<BatchJob> = batch_vms
-            .iter()
-            .filter_map(|&v| ctx.jobs[v].clone())
-            .collect();
-        let room = (cap * (1.0 - 1e-9) - fixed).max(0.0);
-        let top = room.min(jobs.iter().map(|j| j.cap).sum());
-        let lp = ctx.inst.server_loop[s];
-        let r = ctx.recovery[s];
-        let mut steps = Vec::with_capacity(nt);
-        for t in 0..nt {
-            let e = ctx.energy_w[t];
-            let (h, others, hcap) = match lp {
-                Some(l) if r > 0.0 => (
-                    ctx.heat_w[l],
-                    self.rec[l][t] - r * self.power[s][t],
-                    ctx.heat_cap_w[l][t],
-                ),
-                _ => (0.0, 0.0, 0.0),
-            };
-            let cost = |x: f64| {
-                let p = curve.power_w((fixed + x) / c);
-                e * p - h * (others + r * p).min(hcap).max(0.0)
-            };
-            let mut xs = vec![0.0, top];
+        batch::with_scratch(|scratch| {
+            let batch::Scratch {
+                vms,
+                jobs,
+                steps,
+                flow,
+            } = scratch;
+            vms.clear();
+            jobs.clear();
+            for &v in &self.vms_on[s] {
+                if let Some(job) = &ctx.jobs[v] {
+                    vms.push(v);
+                    jobs.push(job.clone());
+                }
+            }
+            let room = (cap * (1.0 - 1e-9) - fixed).max(0.0);
+            let top = room.min(jobs.iter().map(|j| j.cap).sum());
+            let lp = ctx.inst.server_loop[s];
+            let r = ctx.recovery[s];
+            let power_at = |x: f64| curve.power_w((fixed + x) / c);
+            // Extra cores where the cost may bend (none, the curve's
+            // breakpoints, all the room) with the power there: the same at
+            // every step.
+            let mut grid = [(0.0, 0.0); 11];
+            grid[0] = (0.0, power_at(0.0));
+            grid[1] = (top, power_at(top));
+            let mut n_grid = 2;
             for i in 1..10 {
                 let x = c * i as f64 / 10.0 - fixed;
                 if x > 0.0 && x < top {
-                    xs.push(x);
+                    grid[n_grid] = (x, power_at(x));
+                    n_grid += 1;
                 }
             }
-            if h > 0.0 {
-                if let Some(u) = curve.max_util_within((hcap - others) / r) {
-                    let x = u * c - fixed;
-                    if x > 0.0 && x < top {
-                        xs.push(x);
+            steps.clear();
+            let mut last_key = None;
+            for t in 0..nt {
+                let e = ctx.energy_w[t];
+                let (h, others, hcap) = match lp {
+                    Some(l) if r > 0.0 => (
+                        ctx.heat_w[l],
+                        self.rec[l][t] - r * self.power[s][t],
+                        ctx.heat_cap_w[l][t],
+                    ),
+                    _ => (0.0, 0.0, 0.0),
+                };
+                // A step priced like the one before costs the same.
+                let key = [e, h, others, hcap].map(f64::to_bits);
+                if last_key == Some(key) {
+                    steps.push_repeat();
+                    continue;
+                }
+                last_key = Some(key);
+                let cost = |p: f64| e * p - h * (others + r * p).min(hcap).max(0.0);
+                let mut xs = [(0.0, 0.0); 12];
+                xs[..n_grid].copy_from_slice(&grid[..n_grid]);
+                let mut n = n_grid;
+                if h > 0.0 {
+                    if let Some(u) = curve.max_util_within((hcap - others) / r) {
+                        let x = u * c - fixed;
+                        if x > 0.0 && x < top {
+                            xs[n] = (x, power_at(x));
+                            n += 1;
+                        }
                     }
                 }
+                // Sort by extra cores (insertion sort: few, nearly sorted),
+                // then drop points closer than 1e-12 to the one before.
+                for i in 1..n {
+                    let mut k = i;
+                    while k > 0 && xs[k - 1].0.total_cmp(&xs[k].0).is_gt() {
+                        xs.swap(k - 1, k);
+                        k -= 1;
+                    }
+                }
+                let base = cost(grid[0].1);
+                let mut pts = [(0.0, 0.0); 12];
+                let mut n_pts = 0;
+                for &(x, p) in &xs[..n] {
+                    if n_pts > 0 && (x - pts[n_pts - 1].0).abs() < 1e-12 {
+                        continue;
+                    }
+                    pts[n_pts] = (x, cost(p) - base);
+                    n_pts += 1;
+                }
+                steps.push_envelope(&pts[..n_pts]);
             }
-            xs.sort_by(f64::total_cmp);
-            xs.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
-            let base = cost(0.0);
-            let pts: Vec<(f64, f64)> = xs.iter().map(|&x| (x, cost(x) - base)).collect();
-            steps.push(batch::convex_segments(&pts));
-        }
-        let cores = batch::schedule(&jobs, &steps)?;
-        let mut load = vec![fixed; nt];
-        for row in &cores {
-            for t in 0..nt {
-                load[t] += row[t];
+            if !flow.schedule(jobs, steps) {
+                return None;
             }
-        }
-        Some(ServerPlan {
-            power: load
-                .iter()
-                .map(|&l| curve.power_w(l.min(cap) / c))
-                .collect(),
-            batch: batch_vms.into_iter().zip(cores).collect(),
+            let mut load = vec![fixed; nt];
+            for j in 0..jobs.len() {
+                for (l, x) in load.iter_mut().zip(flow.cores(j)) {
+                    *l += x;
+                }
+            }
+            Some(ServerPlan {
+                power: load
+                    .iter()
+                    .map(|&l| curve.power_w(l.min(cap) / c))
+                    .collect(),
+                batch: vms
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &v)| (v, flow.cores(j).to_vec()))
+                    .collect(),
+            })
         })
     }
 
