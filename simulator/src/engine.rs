@@ -107,6 +107,42 @@ fn urgent_deadline(
     }
 }
 
+/// Apply a period's changes to an id-ordered list: the elements at `gone`
+/// (ascending indices) leave, and item `j` of `items` comes in before the
+/// element at `at[j]` (non-decreasing; indices of the list as it was). Only
+/// the stretch from the first change to the last is rebuilt; the elements
+/// after it move once, in one block, by the change in length — not at all
+/// when as many leave as arrive. `filler` makes the placeholders left in
+/// the stretch while it is rebuilt.
+fn update_sorted<T>(
+    list: &mut Vec<T>,
+    gone: &[usize],
+    items: impl Iterator<Item = T>,
+    at: &[usize],
+    filler: impl Fn() -> T,
+) {
+    let firsts = [gone.first().copied(), at.first().copied()];
+    let Some(from) = firsts.into_iter().flatten().min() else {
+        return;
+    };
+    let lasts = [gone.last().map(|&g| g + 1), at.last().copied()];
+    let to = lasts.into_iter().flatten().max().unwrap_or(from);
+    let mut stretch = Vec::with_capacity(to - from + at.len());
+    let mut gone = gone.iter().peekable();
+    let mut items = items.zip(at).peekable();
+    for i in from..to {
+        while let Some((item, _)) = items.next_if(|&(_, &p)| p <= i) {
+            stretch.push(item);
+        }
+        if gone.next_if(|&&g| g == i).is_none() {
+            stretch.push(std::mem::replace(&mut list[i], filler()));
+        }
+    }
+    stretch.extend(items.map(|(item, _)| item));
+    // The leaving elements and the placeholders are dropped here.
+    list.splice(from..to, stretch);
+}
+
 /// Running totals.
 #[derive(Debug, Default)]
 struct Totals {
@@ -208,9 +244,9 @@ struct Engine<'a> {
     /// between plans and lent whole to a snapshot of every VM (no
     /// per-period allocation or move of records).
     records: Vec<Vm>,
-    /// Spare lists that `admit` merges into (their capacity kept between
-    /// periods).
-    spare: (Vec<Active>, Vec<Vm>),
+    /// Indices in `active` of the jobs finished in the last period, to
+    /// leave the lists at the next update.
+    retired: Vec<usize>,
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
 }
@@ -258,7 +294,7 @@ impl<'a> Engine<'a> {
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
             records: Vec::new(),
-            spare: (Vec::new(), Vec::new()),
+            retired: Vec::new(),
             validated: false,
             start_hour: {
                 let s = sc.sim.start;
@@ -335,14 +371,15 @@ impl<'a> Engine<'a> {
                 f(Progress { done: p + 1, total });
             }
         }
+        self.update_lists(&[]);
         if self.bucket.steps > 0 {
             self.flush_bucket();
         }
     }
 
-    /// Admit VMs that arrived by `t_s`, keeping `active` (and `records`)
-    /// in VM-id order: the order of the snapshot's VMs, which the planners'
-    /// tie-breaks follow.
+    /// Admit VMs that arrived by `t_s` and drop the jobs retired at the end
+    /// of the last period, keeping `active` (and `records`) in VM-id order:
+    /// the order of the snapshot's VMs, which the planners' tie-breaks follow.
     fn admit(&mut self, t_s: f64) {
         let first = self.next_job;
         while self.next_job < self.jobs.len() && self.jobs[self.next_job].arrival_s <= t_s + EPS {
@@ -351,57 +388,84 @@ impl<'a> Engine<'a> {
             }
             self.next_job += 1;
         }
-        if first == self.next_job {
-            return;
-        }
         let jobs = self.jobs;
         let mut arrived: Vec<usize> = (first..self.next_job).collect();
         arrived.sort_by(|&a, &b| jobs[a].id.cmp(&jobs[b].id));
-        // One merge of the arrivals into the id-ordered lists (into the
-        // spare ones, whose memory is reused from period to period).
-        let old_active = std::mem::replace(&mut self.active, std::mem::take(&mut self.spare.0));
-        let old_records = std::mem::replace(&mut self.records, std::mem::take(&mut self.spare.1));
-        let n = old_active.len() + arrived.len();
-        self.active.reserve(n);
-        self.records.reserve(n);
-        let (mut spare_active, mut spare_records) = (old_active, old_records);
-        let mut old = spare_active
-            .drain(..)
-            .zip(spare_records.drain(..))
-            .peekable();
-        for job in arrived {
-            let j = &jobs[job];
-            while let Some((a, vm)) = old.next_if(|(a, _)| jobs[a.job].id < j.id) {
-                self.active.push(a);
-                self.records.push(vm);
-            }
-            self.active.push(Active {
+        self.update_lists(&arrived);
+    }
+
+    /// One update of the id-ordered lists: the jobs in `retired` leave, the
+    /// jobs of `arrived` (sorted by id) come in.
+    fn update_lists(&mut self, arrived: &[usize]) {
+        let jobs = self.jobs;
+        let gone = std::mem::take(&mut self.retired);
+        // Where each arrival goes: before the first VM of a greater or equal id.
+        let at: Vec<usize> = arrived
+            .iter()
+            .map(|&job| {
+                self.active
+                    .partition_point(|a| jobs[a.job].id < jobs[job].id)
+            })
+            .collect();
+        update_sorted(
+            &mut self.active,
+            &gone,
+            arrived.iter().map(|&job| Active {
                 job,
                 host: None,
-                left_core_h: j.work_core_h,
-                deadline: j.deadline,
+                left_core_h: jobs[job].work_core_h,
+                deadline: jobs[job].deadline,
                 missed: false,
                 grant: 0.0,
                 planned: Vec::new(),
-            });
-            self.records.push(Vm {
-                id: j.id.clone(),
-                vcpus: j.vcpus,
-                mem_gib: j.mem_gib,
-                image: j.image.clone(),
+            }),
+            &at,
+            || Active {
+                job: 0,
                 host: None,
-                kind: j.kind,
-                load: None,
-                work_core_h: None,
+                left_core_h: 0.0,
                 deadline: None,
-                migratable: j.migratable,
-            });
+                missed: false,
+                grant: 0.0,
+                planned: Vec::new(),
+            },
+        );
+        if self.sc.sim.scheduler != SchedulerKind::None {
+            update_sorted(
+                &mut self.records,
+                &gone,
+                arrived.iter().map(|&job| {
+                    let j = &jobs[job];
+                    Vm {
+                        id: j.id.clone(),
+                        vcpus: j.vcpus,
+                        mem_gib: j.mem_gib,
+                        image: j.image.clone(),
+                        host: None,
+                        kind: j.kind,
+                        load: None,
+                        work_core_h: None,
+                        deadline: None,
+                        migratable: j.migratable,
+                    }
+                }),
+                &at,
+                || Vm {
+                    id: String::new(),
+                    vcpus: 0,
+                    mem_gib: 0.0,
+                    image: None,
+                    host: None,
+                    kind: VmKind::Batch,
+                    load: None,
+                    work_core_h: None,
+                    deadline: None,
+                    migratable: false,
+                },
+            );
         }
-        for (a, vm) in old {
-            self.active.push(a);
-            self.records.push(vm);
-        }
-        self.spare = (spare_active, spare_records);
+        self.retired = gone;
+        self.retired.clear();
     }
 
     /// Count jobs that can no longer make their deadline and give them an
@@ -1022,32 +1086,24 @@ impl<'a> Engine<'a> {
         let bank = &self.bank;
         let jobs = self.jobs;
         let t = &mut self.t;
-        // Whether each VM stays, to retire its record alike.
-        let mut stays = Vec::with_capacity(self.active.len());
-        self.active.retain_mut(|a| {
+        // Finished jobs leave the lists at the next update (with the
+        // arrivals, in one pass).
+        for (i, a) in self.active.iter_mut().enumerate() {
             let j = &jobs[a.job];
-            let stay = if j.kind != VmKind::Batch {
-                true
-            } else {
-                if let Some(s) = a.host {
-                    a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
-                }
-                if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
-                    t.completed += 1;
-                    false
-                } else {
-                    if !a.missed && j.deadline.is_some_and(|d| d <= now) {
-                        a.missed = true;
-                        t.misses += 1;
-                    }
-                    true
-                }
-            };
-            stays.push(stay);
-            stay
-        });
-        let mut stays = stays.into_iter();
-        self.records.retain(|_| stays.next().unwrap_or(true));
+            if j.kind != VmKind::Batch {
+                continue;
+            }
+            if let Some(s) = a.host {
+                a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
+            }
+            if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
+                t.completed += 1;
+                self.retired.push(i);
+            } else if !a.missed && j.deadline.is_some_and(|d| d <= now) {
+                a.missed = true;
+                t.misses += 1;
+            }
+        }
     }
 
     fn summary(&self, wall_s: f64) -> Summary {
@@ -1089,5 +1145,36 @@ impl<'a> Engine<'a> {
             simulated_s: self.periods as f64 * self.sc.sim.control_period_s,
             wall_s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_sorted_drops_and_inserts_in_order() {
+        let filler = || -1;
+        let mut list = vec![10, 20, 30, 40];
+        update_sorted(
+            &mut list,
+            &[],
+            [5, 20, 25, 26, 50].into_iter(),
+            &[0, 1, 2, 2, 4],
+            filler,
+        );
+        assert_eq!(list, [5, 10, 20, 20, 25, 26, 30, 40, 50]);
+        let mut list = vec![10, 20, 30, 40, 50, 60];
+        update_sorted(&mut list, &[1, 2], [25, 35].into_iter(), &[2, 3], filler);
+        assert_eq!(list, [10, 25, 35, 40, 50, 60]);
+        let mut list = vec![10, 20, 30];
+        update_sorted(&mut list, &[0, 2], std::iter::empty(), &[], filler);
+        assert_eq!(list, [20]);
+        let mut empty: Vec<i32> = Vec::new();
+        update_sorted(&mut empty, &[], [1, 2].into_iter(), &[0, 0], filler);
+        assert_eq!(empty, [1, 2]);
+        let mut list = vec![1, 2];
+        update_sorted(&mut list, &[], std::iter::empty(), &[], filler);
+        assert_eq!(list, [1, 2]);
     }
 }
