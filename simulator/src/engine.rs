@@ -71,6 +71,12 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 struct Active {
     job: usize,
+    /// The job's kind, vCPUs, mean load and memory (copied: the per-period
+    /// passes over every VM read them from here, in order).
+    kind: VmKind,
+    vcpus: f64,
+    load: f64,
+    mem_gib: f64,
     host: Option<usize>,
     left_core_h: f64,
     deadline: Option<DateTime<Utc>>,
@@ -141,6 +147,25 @@ fn update_sorted<T>(
     stretch.extend(items.map(|(item, _)| item));
     // The leaving elements and the placeholders are dropped here.
     list.splice(from..to, stretch);
+}
+
+/// Call `f(host, run)` for each run of adjacent hosted VMs of one host, in
+/// order (VMs without a host are skipped). Sums per host taken run by run,
+/// in a register, add in VM order as element-wise sums would.
+fn for_each_run(active: &[Active], mut f: impl FnMut(usize, &[Active])) {
+    let mut i = 0;
+    while i < active.len() {
+        let Some(s) = active[i].host else {
+            i += 1;
+            continue;
+        };
+        let len = active[i..]
+            .iter()
+            .position(|a| a.host != Some(s))
+            .unwrap_or(active.len() - i);
+        f(s, &active[i..i + len]);
+        i += len;
+    }
 }
 
 /// Running totals.
@@ -247,6 +272,9 @@ struct Engine<'a> {
     /// Indices in `active` of the jobs finished in the last period, to
     /// leave the lists at the next update.
     retired: Vec<usize>,
+    /// Per server, the first-fit limits of hosted vCPUs, memory and
+    /// fixed (peak interactive) cores, tolerance included.
+    fit_limits: Vec<[f64; 3]>,
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
 }
@@ -295,6 +323,18 @@ impl<'a> Engine<'a> {
             snap_servers: site.snapshot_servers.clone(),
             records: Vec::new(),
             retired: Vec::new(),
+            fit_limits: site
+                .server_group
+                .iter()
+                .map(|&gi| {
+                    let g = &site.groups[gi];
+                    [
+                        g.cores * sc.policy.cpu_overcommit + EPS,
+                        site.group_mem_gib[gi] + EPS,
+                        g.u_cap * g.cores + EPS,
+                    ]
+                })
+                .collect(),
             validated: false,
             start_hour: {
                 let s = sc.sim.start;
@@ -412,6 +452,10 @@ impl<'a> Engine<'a> {
             &gone,
             arrived.iter().map(|&job| Active {
                 job,
+                kind: jobs[job].kind,
+                vcpus: f64::from(jobs[job].vcpus),
+                load: jobs[job].load,
+                mem_gib: jobs[job].mem_gib,
                 host: None,
                 left_core_h: jobs[job].work_core_h,
                 deadline: jobs[job].deadline,
@@ -422,6 +466,10 @@ impl<'a> Engine<'a> {
             &at,
             || Active {
                 job: 0,
+                kind: VmKind::Batch,
+                vcpus: 0.0,
+                load: 0.0,
+                mem_gib: 0.0,
                 host: None,
                 left_core_h: 0.0,
                 deadline: None,
@@ -776,37 +824,35 @@ impl<'a> Engine<'a> {
     fn first_fit(&mut self, t_s: f64) {
         let sc = self.sc;
         let n = self.bank.len();
-        let over = sc.policy.cpu_overcommit;
         let peak = 1.0 + sc.workload.diurnal_amplitude;
         let mut vcpus = vec![0.0; n];
         let mut mem = vec![0.0; n];
         let mut fixed = vec![0.0; n];
-        for a in &self.active {
-            if let Some(s) = a.host {
-                let j = &self.jobs[a.job];
-                vcpus[s] += f64::from(j.vcpus);
-                mem[s] += j.mem_gib;
-                fixed[s] += f64::from(j.vcpus) * j.load * peak;
+        for_each_run(&self.active, |s, run| {
+            let (mut v, mut m, mut x) = (vcpus[s], mem[s], fixed[s]);
+            for a in run {
+                v += a.vcpus;
+                m += a.mem_gib;
+                x += a.vcpus * a.load * peak;
             }
-        }
+            (vcpus[s], mem[s], fixed[s]) = (v, m, x);
+        });
         for a in &mut self.active {
             if a.host.is_some() {
                 continue;
             }
-            let j = &self.jobs[a.job];
-            let need_fixed = f64::from(j.vcpus) * j.load * peak;
+            let need_fixed = a.vcpus * a.load * peak;
             let found = (0..n).find(|&s| {
-                let g = &self.site.groups[self.site.server_group[s]];
+                let [max_vcpus, max_mem, max_fixed] = self.fit_limits[s];
                 self.bank.on[s]
-                    && vcpus[s] + f64::from(j.vcpus) <= g.cores * over + EPS
-                    && mem[s] + j.mem_gib
-                        <= self.site.group_mem_gib[self.site.server_group[s]] + EPS
-                    && fixed[s] + need_fixed <= g.u_cap * g.cores + EPS
+                    && vcpus[s] + a.vcpus <= max_vcpus
+                    && mem[s] + a.mem_gib <= max_mem
+                    && fixed[s] + need_fixed <= max_fixed
             });
             if let Some(s) = found {
                 a.host = Some(s);
-                vcpus[s] += f64::from(j.vcpus);
-                mem[s] += j.mem_gib;
+                vcpus[s] += a.vcpus;
+                mem[s] += a.mem_gib;
                 fixed[s] += need_fixed;
             }
         }
@@ -820,27 +866,27 @@ impl<'a> Engine<'a> {
                 g.u_cap * g.cores
             })
             .collect();
-        for a in &self.active {
-            let j = &self.jobs[a.job];
-            if let (Some(s), VmKind::Interactive) = (a.host, j.kind) {
-                headroom[s] -= f64::from(j.vcpus) * j.load * factor;
+        for_each_run(&self.active, |s, run| {
+            let mut h = headroom[s];
+            for a in run {
+                if a.kind == VmKind::Interactive {
+                    h -= a.vcpus * a.load * factor;
+                }
             }
-        }
-        let mut order: Vec<usize> = (0..self.active.len())
-            .filter(|&i| self.jobs[self.active[i].job].kind == VmKind::Batch)
-            .collect();
-        order.sort_by(|&x, &y| {
-            let (a, b) = (&self.active[x], &self.active[y]);
-            a.deadline
-                .cmp(&b.deadline)
-                .then(self.jobs[a.job].id.cmp(&self.jobs[b.job].id))
+            headroom[s] = h;
         });
-        for i in order {
+        // By deadline, then id: `active` is in id order, so by index.
+        let mut order: Vec<(Option<DateTime<Utc>>, usize)> = (self.active.iter().enumerate())
+            .filter(|(_, a)| a.kind == VmKind::Batch)
+            .map(|(i, a)| (a.deadline, i))
+            .collect();
+        order.sort_unstable();
+        for (_, i) in order {
             let a = &mut self.active[i];
-            let j = &self.jobs[a.job];
             a.grant = match a.host {
                 Some(s) => {
-                    let g = f64::from(j.vcpus)
+                    let g = a
+                        .vcpus
                         .min(a.left_core_h / period_h)
                         .min(headroom[s].max(0.0));
                     headroom[s] -= g;
@@ -863,19 +909,19 @@ impl<'a> Engine<'a> {
         b.interactive_cores.fill(0.0);
         b.batch_cores.fill(0.0);
         b.vms.fill(0);
-        for a in &self.active {
-            let Some(s) = a.host else { continue };
-            if !b.on[s] {
-                // A plan never places VMs on an off server; be safe anyway.
-                b.on[s] = true;
+        for_each_run(&self.active, |s, run| {
+            // A plan never places VMs on an off server; be safe anyway.
+            b.on[s] = true;
+            let (mut inter, mut batch) = (b.interactive_cores[s], b.batch_cores[s]);
+            for a in run {
+                match a.kind {
+                    VmKind::Interactive => inter += a.vcpus * a.load,
+                    VmKind::Batch => batch += a.grant,
+                }
             }
-            let j = &self.jobs[a.job];
-            b.vms[s] += 1;
-            match j.kind {
-                VmKind::Interactive => b.interactive_cores[s] += f64::from(j.vcpus) * j.load,
-                VmKind::Batch => b.batch_cores[s] += a.grant,
-            }
-        }
+            b.vms[s] += run.len() as u32;
+            (b.interactive_cores[s], b.batch_cores[s]) = (inter, batch);
+        });
     }
 
     /// Loops, consumers, cooling, prices: one pass over the physics steps.
@@ -1074,7 +1120,7 @@ impl<'a> Engine<'a> {
         let unplaced = self
             .active
             .iter()
-            .filter(|a| a.host.is_none() && self.jobs[a.job].kind == VmKind::Interactive)
+            .filter(|a| a.host.is_none() && a.kind == VmKind::Interactive)
             .count();
         self.t.sla_s += unplaced as f64 * period;
     }
@@ -1089,10 +1135,10 @@ impl<'a> Engine<'a> {
         // Finished jobs leave the lists at the next update (with the
         // arrivals, in one pass).
         for (i, a) in self.active.iter_mut().enumerate() {
-            let j = &jobs[a.job];
-            if j.kind != VmKind::Batch {
+            if a.kind != VmKind::Batch {
                 continue;
             }
+            let j = &jobs[a.job];
             if let Some(s) = a.host {
                 a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
             }
@@ -1151,6 +1197,34 @@ impl<'a> Engine<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hosted(host: Option<usize>) -> Active {
+        Active {
+            job: 0,
+            kind: VmKind::Interactive,
+            vcpus: 1.0,
+            load: 0.5,
+            mem_gib: 1.0,
+            host,
+            left_core_h: 0.0,
+            deadline: None,
+            missed: false,
+            grant: 0.0,
+            planned: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_are_adjacent_vms_of_one_host_in_order() {
+        let active: Vec<Active> = [Some(0), Some(0), None, Some(0), Some(2), Some(1), Some(1)]
+            .into_iter()
+            .map(hosted)
+            .collect();
+        let mut runs = Vec::new();
+        for_each_run(&active, |s, run| runs.push((s, run.len())));
+        assert_eq!(runs, [(0, 2), (0, 1), (2, 1), (1, 2)]);
+        for_each_run(&[], |_, _| panic!("no runs in an empty list"));
+    }
 
     #[test]
     fn update_sorted_drops_and_inserts_in_order() {
