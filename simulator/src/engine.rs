@@ -78,6 +78,8 @@ struct Active {
     load: f64,
     mem_gib: f64,
     host: Option<usize>,
+    /// The host its snapshot record names.
+    shown_host: Option<usize>,
     left_core_h: f64,
     deadline: Option<DateTime<Utc>>,
     missed: bool,
@@ -96,13 +98,13 @@ fn urgent_deadline(
     now: DateTime<Utc>,
     deadline: DateTime<Utc>,
     left_core_h: f64,
-    vcpus: u32,
+    vcpus: f64,
     period_s: f64,
     steps: usize,
 ) -> DateTime<Utc> {
     let until_s = (deadline - now).num_milliseconds() as f64 / 1000.0;
     let whole = (until_s / period_s + EPS).floor().max(0.0);
-    let need = (left_core_h / (f64::from(vcpus) * period_s / 3600.0) - EPS)
+    let need = (left_core_h / (vcpus * period_s / 3600.0) - EPS)
         .ceil()
         .max(1.0);
     if whole >= need && whole - need < steps as f64 {
@@ -457,6 +459,7 @@ impl<'a> Engine<'a> {
                 load: jobs[job].load,
                 mem_gib: jobs[job].mem_gib,
                 host: None,
+                shown_host: None,
                 left_core_h: jobs[job].work_core_h,
                 deadline: jobs[job].deadline,
                 missed: false,
@@ -471,6 +474,7 @@ impl<'a> Engine<'a> {
                 load: 0.0,
                 mem_gib: 0.0,
                 host: None,
+                shown_host: None,
                 left_core_h: 0.0,
                 deadline: None,
                 missed: false,
@@ -523,20 +527,16 @@ impl<'a> Engine<'a> {
         let period = self.sc.sim.control_period_s;
         let period_h = period / 3600.0;
         for a in &mut self.active {
-            let j = &self.jobs[a.job];
             let Some(d) = a.deadline else { continue };
             let until_s = (d - now).num_milliseconds() as f64 / 1000.0;
             let whole = (until_s / period + EPS).floor().max(0.0);
-            let can_do = f64::from(j.vcpus) * whole * period_h;
+            let can_do = a.vcpus * whole * period_h;
             if a.left_core_h > can_do + EPS {
                 if !a.missed {
                     a.missed = true;
                     self.t.misses += 1;
                 }
-                let need = (a.left_core_h / (f64::from(j.vcpus) * period_h) - EPS)
-                    .ceil()
-                    .max(1.0)
-                    + 1.0;
+                let need = (a.left_core_h / (a.vcpus * period_h) - EPS).ceil().max(1.0) + 1.0;
                 a.deadline =
                     Some(now + chrono::Duration::milliseconds((need * period * 1000.0) as i64));
             }
@@ -598,14 +598,13 @@ impl<'a> Engine<'a> {
         for (s, srv) in servers.iter_mut().enumerate() {
             srv.on = self.bank.on[s];
         }
-        for (a, vm) in self.active.iter().zip(&mut self.records) {
-            let j = &self.jobs[a.job];
-            let batch = j.kind == VmKind::Batch;
-            let host = a.host.map(|h| self.site.server_ids[h].as_str());
-            if vm.host.as_deref() != host {
-                vm.host = host.map(str::to_string);
+        for (a, vm) in self.active.iter_mut().zip(&mut self.records) {
+            let batch = a.kind == VmKind::Batch;
+            if a.shown_host != a.host {
+                vm.host = a.host.map(|h| self.site.server_ids[h].clone());
+                a.shown_host = a.host;
             }
-            vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            vm.load = (!batch).then(|| (a.load * factor).min(1.0));
             vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
             vm.deadline = match (batch, a.deadline) {
                 (false, _) => None,
@@ -614,7 +613,7 @@ impl<'a> Engine<'a> {
                     now,
                     d,
                     a.left_core_h,
-                    j.vcpus,
+                    a.vcpus,
                     period,
                     steps,
                 )),
@@ -775,7 +774,7 @@ impl<'a> Engine<'a> {
         for (k, &i) in index.iter().enumerate() {
             let a = &mut self.active[i];
             a.host = Some(d.host[k]);
-            if self.jobs[a.job].kind == VmKind::Batch {
+            if a.kind == VmKind::Batch {
                 a.planned.clear();
                 a.planned.extend_from_slice(&d.batch_cores[k]);
                 a.grant = a.planned.first().copied().unwrap_or(0.0);
@@ -1073,7 +1072,8 @@ impl<'a> Engine<'a> {
                 *v /= n;
             }
         }
-        r.servers_on = self.bank.on.iter().filter(|&&o| o).count();
+        let on = &self.bank.on;
+        r.servers_on = on.iter().filter(|&&o| o).count();
         r.vms = self.active.iter().filter(|a| a.host.is_some()).count();
         r.max_temp_c = self
             .bank
@@ -1081,15 +1081,15 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|p| p.max_temp_c)
             .fold(f64::NEG_INFINITY, f64::max);
-        let on: Vec<usize> = (0..self.bank.len()).filter(|&s| self.bank.on[s]).collect();
         let period = self.sc.sim.control_period_s;
-        r.mean_util = if on.is_empty() {
+        r.mean_util = if r.servers_on == 0 {
             0.0
         } else {
-            on.iter()
-                .map(|&s| self.bank.period[s].util_s / period)
+            (self.bank.period.iter().zip(on))
+                .filter(|&(_, &o)| o)
+                .map(|(p, _)| p.util_s / period)
                 .sum::<f64>()
-                / on.len() as f64
+                / r.servers_on as f64
         };
         r.cum_net_cost = self.t.electricity_cost - self.t.heat_value;
         self.series.rows.push(b.row);
@@ -1206,6 +1206,7 @@ mod tests {
             load: 0.5,
             mem_gib: 1.0,
             host,
+            shown_host: None,
             left_core_h: 0.0,
             deadline: None,
             missed: false,
