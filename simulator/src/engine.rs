@@ -71,7 +71,15 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 struct Active {
     job: usize,
+    /// The job's kind, vCPUs, mean load and memory (copied: the per-period
+    /// passes over every VM read them from here, in order).
+    kind: VmKind,
+    vcpus: f64,
+    load: f64,
+    mem_gib: f64,
     host: Option<usize>,
+    /// The host its snapshot record names.
+    shown_host: Option<usize>,
     left_core_h: f64,
     deadline: Option<DateTime<Utc>>,
     missed: bool,
@@ -90,13 +98,13 @@ fn urgent_deadline(
     now: DateTime<Utc>,
     deadline: DateTime<Utc>,
     left_core_h: f64,
-    vcpus: u32,
+    vcpus: f64,
     period_s: f64,
     steps: usize,
 ) -> DateTime<Utc> {
     let until_s = (deadline - now).num_milliseconds() as f64 / 1000.0;
     let whole = (until_s / period_s + EPS).floor().max(0.0);
-    let need = (left_core_h / (f64::from(vcpus) * period_s / 3600.0) - EPS)
+    let need = (left_core_h / (vcpus * period_s / 3600.0) - EPS)
         .ceil()
         .max(1.0);
     if whole >= need && whole - need < steps as f64 {
@@ -104,6 +112,61 @@ fn urgent_deadline(
         deadline.min(now + chrono::Duration::milliseconds((periods * period_s * 1000.0) as i64))
     } else {
         deadline
+    }
+}
+
+/// Apply a period's changes to an id-ordered list: the elements at `gone`
+/// (ascending indices) leave, and item `j` of `items` comes in before the
+/// element at `at[j]` (non-decreasing; indices of the list as it was). Only
+/// the stretch from the first change to the last is rebuilt; the elements
+/// after it move once, in one block, by the change in length — not at all
+/// when as many leave as arrive. `filler` makes the placeholders left in
+/// the stretch while it is rebuilt.
+fn update_sorted<T>(
+    list: &mut Vec<T>,
+    gone: &[usize],
+    items: impl Iterator<Item = T>,
+    at: &[usize],
+    filler: impl Fn() -> T,
+) {
+    let firsts = [gone.first().copied(), at.first().copied()];
+    let Some(from) = firsts.into_iter().flatten().min() else {
+        return;
+    };
+    let lasts = [gone.last().map(|&g| g + 1), at.last().copied()];
+    let to = lasts.into_iter().flatten().max().unwrap_or(from);
+    let mut stretch = Vec::with_capacity(to - from + at.len());
+    let mut gone = gone.iter().peekable();
+    let mut items = items.zip(at).peekable();
+    for i in from..to {
+        while let Some((item, _)) = items.next_if(|&(_, &p)| p <= i) {
+            stretch.push(item);
+        }
+        if gone.next_if(|&&g| g == i).is_none() {
+            stretch.push(std::mem::replace(&mut list[i], filler()));
+        }
+    }
+    stretch.extend(items.map(|(item, _)| item));
+    // The leaving elements and the placeholders are dropped here.
+    list.splice(from..to, stretch);
+}
+
+/// Call `f(host, run)` for each run of adjacent hosted VMs of one host, in
+/// order (VMs without a host are skipped). Sums per host taken run by run,
+/// in a register, add in VM order as element-wise sums would.
+fn for_each_run(active: &[Active], mut f: impl FnMut(usize, &[Active])) {
+    let mut i = 0;
+    while i < active.len() {
+        let Some(s) = active[i].host else {
+            i += 1;
+            continue;
+        };
+        let len = active[i..]
+            .iter()
+            .position(|a| a.host != Some(s))
+            .unwrap_or(active.len() - i);
+        f(s, &active[i..i + len]);
+        i += len;
     }
 }
 
@@ -208,9 +271,12 @@ struct Engine<'a> {
     /// between plans and lent whole to a snapshot of every VM (no
     /// per-period allocation or move of records).
     records: Vec<Vm>,
-    /// Spare lists that `admit` merges into (their capacity kept between
-    /// periods).
-    spare: (Vec<Active>, Vec<Vm>),
+    /// Indices in `active` of the jobs finished in the last period, to
+    /// leave the lists at the next update.
+    retired: Vec<usize>,
+    /// Per server, the first-fit limits of hosted vCPUs, memory and
+    /// fixed (peak interactive) cores, tolerance included.
+    fit_limits: Vec<[f64; 3]>,
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
     /// What the optimiser carries from one plan to the next.
@@ -260,7 +326,19 @@ impl<'a> Engine<'a> {
             periods: 0,
             snap_servers: site.snapshot_servers.clone(),
             records: Vec::new(),
-            spare: (Vec::new(), Vec::new()),
+            retired: Vec::new(),
+            fit_limits: site
+                .server_group
+                .iter()
+                .map(|&gi| {
+                    let g = &site.groups[gi];
+                    [
+                        g.cores * sc.policy.cpu_overcommit + EPS,
+                        site.group_mem_gib[gi] + EPS,
+                        g.u_cap * g.cores + EPS,
+                    ]
+                })
+                .collect(),
             validated: false,
             carry: scheduler::optimizer::Carry::default(),
             start_hour: {
@@ -338,14 +416,15 @@ impl<'a> Engine<'a> {
                 f(Progress { done: p + 1, total });
             }
         }
+        self.update_lists(&[]);
         if self.bucket.steps > 0 {
             self.flush_bucket();
         }
     }
 
-    /// Admit VMs that arrived by `t_s`, keeping `active` (and `records`)
-    /// in VM-id order: the order of the snapshot's VMs, which the planners'
-    /// tie-breaks follow.
+    /// Admit VMs that arrived by `t_s` and drop the jobs retired at the end
+    /// of the last period, keeping `active` (and `records`) in VM-id order:
+    /// the order of the snapshot's VMs, which the planners' tie-breaks follow.
     fn admit(&mut self, t_s: f64) {
         let first = self.next_job;
         while self.next_job < self.jobs.len() && self.jobs[self.next_job].arrival_s <= t_s + EPS {
@@ -354,57 +433,94 @@ impl<'a> Engine<'a> {
             }
             self.next_job += 1;
         }
-        if first == self.next_job {
-            return;
-        }
         let jobs = self.jobs;
         let mut arrived: Vec<usize> = (first..self.next_job).collect();
         arrived.sort_by(|&a, &b| jobs[a].id.cmp(&jobs[b].id));
-        // One merge of the arrivals into the id-ordered lists (into the
-        // spare ones, whose memory is reused from period to period).
-        let old_active = std::mem::replace(&mut self.active, std::mem::take(&mut self.spare.0));
-        let old_records = std::mem::replace(&mut self.records, std::mem::take(&mut self.spare.1));
-        let n = old_active.len() + arrived.len();
-        self.active.reserve(n);
-        self.records.reserve(n);
-        let (mut spare_active, mut spare_records) = (old_active, old_records);
-        let mut old = spare_active
-            .drain(..)
-            .zip(spare_records.drain(..))
-            .peekable();
-        for job in arrived {
-            let j = &jobs[job];
-            while let Some((a, vm)) = old.next_if(|(a, _)| jobs[a.job].id < j.id) {
-                self.active.push(a);
-                self.records.push(vm);
-            }
-            self.active.push(Active {
+        self.update_lists(&arrived);
+    }
+
+    /// One update of the id-ordered lists: the jobs in `retired` leave, the
+    /// jobs of `arrived` (sorted by id) come in.
+    fn update_lists(&mut self, arrived: &[usize]) {
+        let jobs = self.jobs;
+        let gone = std::mem::take(&mut self.retired);
+        // Where each arrival goes: before the first VM of a greater or equal id.
+        let at: Vec<usize> = arrived
+            .iter()
+            .map(|&job| {
+                self.active
+                    .partition_point(|a| jobs[a.job].id < jobs[job].id)
+            })
+            .collect();
+        update_sorted(
+            &mut self.active,
+            &gone,
+            arrived.iter().map(|&job| Active {
                 job,
+                kind: jobs[job].kind,
+                vcpus: f64::from(jobs[job].vcpus),
+                load: jobs[job].load,
+                mem_gib: jobs[job].mem_gib,
                 host: None,
-                left_core_h: j.work_core_h,
-                deadline: j.deadline,
+                shown_host: None,
+                left_core_h: jobs[job].work_core_h,
+                deadline: jobs[job].deadline,
                 missed: false,
                 grant: 0.0,
                 planned: Vec::new(),
-            });
-            self.records.push(Vm {
-                id: j.id.clone(),
-                vcpus: j.vcpus,
-                mem_gib: j.mem_gib,
-                image: j.image.clone(),
+            }),
+            &at,
+            || Active {
+                job: 0,
+                kind: VmKind::Batch,
+                vcpus: 0.0,
+                load: 0.0,
+                mem_gib: 0.0,
                 host: None,
-                kind: j.kind,
-                load: None,
-                work_core_h: None,
+                shown_host: None,
+                left_core_h: 0.0,
                 deadline: None,
-                migratable: j.migratable,
-            });
+                missed: false,
+                grant: 0.0,
+                planned: Vec::new(),
+            },
+        );
+        if self.sc.sim.scheduler != SchedulerKind::None {
+            update_sorted(
+                &mut self.records,
+                &gone,
+                arrived.iter().map(|&job| {
+                    let j = &jobs[job];
+                    Vm {
+                        id: j.id.clone(),
+                        vcpus: j.vcpus,
+                        mem_gib: j.mem_gib,
+                        image: j.image.clone(),
+                        host: None,
+                        kind: j.kind,
+                        load: None,
+                        work_core_h: None,
+                        deadline: None,
+                        migratable: j.migratable,
+                    }
+                }),
+                &at,
+                || Vm {
+                    id: String::new(),
+                    vcpus: 0,
+                    mem_gib: 0.0,
+                    image: None,
+                    host: None,
+                    kind: VmKind::Batch,
+                    load: None,
+                    work_core_h: None,
+                    deadline: None,
+                    migratable: false,
+                },
+            );
         }
-        for (a, vm) in old {
-            self.active.push(a);
-            self.records.push(vm);
-        }
-        self.spare = (spare_active, spare_records);
+        self.retired = gone;
+        self.retired.clear();
     }
 
     /// Count jobs that can no longer make their deadline and give them an
@@ -414,20 +530,16 @@ impl<'a> Engine<'a> {
         let period = self.sc.sim.control_period_s;
         let period_h = period / 3600.0;
         for a in &mut self.active {
-            let j = &self.jobs[a.job];
             let Some(d) = a.deadline else { continue };
             let until_s = (d - now).num_milliseconds() as f64 / 1000.0;
             let whole = (until_s / period + EPS).floor().max(0.0);
-            let can_do = f64::from(j.vcpus) * whole * period_h;
+            let can_do = a.vcpus * whole * period_h;
             if a.left_core_h > can_do + EPS {
                 if !a.missed {
                     a.missed = true;
                     self.t.misses += 1;
                 }
-                let need = (a.left_core_h / (f64::from(j.vcpus) * period_h) - EPS)
-                    .ceil()
-                    .max(1.0)
-                    + 1.0;
+                let need = (a.left_core_h / (a.vcpus * period_h) - EPS).ceil().max(1.0) + 1.0;
                 a.deadline =
                     Some(now + chrono::Duration::milliseconds((need * period * 1000.0) as i64));
             }
@@ -489,14 +601,13 @@ impl<'a> Engine<'a> {
         for (s, srv) in servers.iter_mut().enumerate() {
             srv.on = self.bank.on[s];
         }
-        for (a, vm) in self.active.iter().zip(&mut self.records) {
-            let j = &self.jobs[a.job];
-            let batch = j.kind == VmKind::Batch;
-            let host = a.host.map(|h| self.site.server_ids[h].as_str());
-            if vm.host.as_deref() != host {
-                vm.host = host.map(str::to_string);
+        for (a, vm) in self.active.iter_mut().zip(&mut self.records) {
+            let batch = a.kind == VmKind::Batch;
+            if a.shown_host != a.host {
+                vm.host = a.host.map(|h| self.site.server_ids[h].clone());
+                a.shown_host = a.host;
             }
-            vm.load = (!batch).then(|| (j.load * factor).min(1.0));
+            vm.load = (!batch).then(|| (a.load * factor).min(1.0));
             vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
             vm.deadline = match (batch, a.deadline) {
                 (false, _) => None,
@@ -505,7 +616,7 @@ impl<'a> Engine<'a> {
                     now,
                     d,
                     a.left_core_h,
-                    j.vcpus,
+                    a.vcpus,
                     period,
                     steps,
                 )),
@@ -666,7 +777,7 @@ impl<'a> Engine<'a> {
         for (k, &i) in index.iter().enumerate() {
             let a = &mut self.active[i];
             a.host = Some(d.host[k]);
-            if self.jobs[a.job].kind == VmKind::Batch {
+            if a.kind == VmKind::Batch {
                 a.planned.clear();
                 a.planned.extend_from_slice(&d.batch_cores[k]);
                 a.grant = a.planned.first().copied().unwrap_or(0.0);
@@ -715,37 +826,35 @@ impl<'a> Engine<'a> {
     fn first_fit(&mut self, t_s: f64) {
         let sc = self.sc;
         let n = self.bank.len();
-        let over = sc.policy.cpu_overcommit;
         let peak = 1.0 + sc.workload.diurnal_amplitude;
         let mut vcpus = vec![0.0; n];
         let mut mem = vec![0.0; n];
         let mut fixed = vec![0.0; n];
-        for a in &self.active {
-            if let Some(s) = a.host {
-                let j = &self.jobs[a.job];
-                vcpus[s] += f64::from(j.vcpus);
-                mem[s] += j.mem_gib;
-                fixed[s] += f64::from(j.vcpus) * j.load * peak;
+        for_each_run(&self.active, |s, run| {
+            let (mut v, mut m, mut x) = (vcpus[s], mem[s], fixed[s]);
+            for a in run {
+                v += a.vcpus;
+                m += a.mem_gib;
+                x += a.vcpus * a.load * peak;
             }
-        }
+            (vcpus[s], mem[s], fixed[s]) = (v, m, x);
+        });
         for a in &mut self.active {
             if a.host.is_some() {
                 continue;
             }
-            let j = &self.jobs[a.job];
-            let need_fixed = f64::from(j.vcpus) * j.load * peak;
+            let need_fixed = a.vcpus * a.load * peak;
             let found = (0..n).find(|&s| {
-                let g = &self.site.groups[self.site.server_group[s]];
+                let [max_vcpus, max_mem, max_fixed] = self.fit_limits[s];
                 self.bank.on[s]
-                    && vcpus[s] + f64::from(j.vcpus) <= g.cores * over + EPS
-                    && mem[s] + j.mem_gib
-                        <= self.site.group_mem_gib[self.site.server_group[s]] + EPS
-                    && fixed[s] + need_fixed <= g.u_cap * g.cores + EPS
+                    && vcpus[s] + a.vcpus <= max_vcpus
+                    && mem[s] + a.mem_gib <= max_mem
+                    && fixed[s] + need_fixed <= max_fixed
             });
             if let Some(s) = found {
                 a.host = Some(s);
-                vcpus[s] += f64::from(j.vcpus);
-                mem[s] += j.mem_gib;
+                vcpus[s] += a.vcpus;
+                mem[s] += a.mem_gib;
                 fixed[s] += need_fixed;
             }
         }
@@ -759,27 +868,27 @@ impl<'a> Engine<'a> {
                 g.u_cap * g.cores
             })
             .collect();
-        for a in &self.active {
-            let j = &self.jobs[a.job];
-            if let (Some(s), VmKind::Interactive) = (a.host, j.kind) {
-                headroom[s] -= f64::from(j.vcpus) * j.load * factor;
+        for_each_run(&self.active, |s, run| {
+            let mut h = headroom[s];
+            for a in run {
+                if a.kind == VmKind::Interactive {
+                    h -= a.vcpus * a.load * factor;
+                }
             }
-        }
-        let mut order: Vec<usize> = (0..self.active.len())
-            .filter(|&i| self.jobs[self.active[i].job].kind == VmKind::Batch)
-            .collect();
-        order.sort_by(|&x, &y| {
-            let (a, b) = (&self.active[x], &self.active[y]);
-            a.deadline
-                .cmp(&b.deadline)
-                .then(self.jobs[a.job].id.cmp(&self.jobs[b.job].id))
+            headroom[s] = h;
         });
-        for i in order {
+        // By deadline, then id: `active` is in id order, so by index.
+        let mut order: Vec<(Option<DateTime<Utc>>, usize)> = (self.active.iter().enumerate())
+            .filter(|(_, a)| a.kind == VmKind::Batch)
+            .map(|(i, a)| (a.deadline, i))
+            .collect();
+        order.sort_unstable();
+        for (_, i) in order {
             let a = &mut self.active[i];
-            let j = &self.jobs[a.job];
             a.grant = match a.host {
                 Some(s) => {
-                    let g = f64::from(j.vcpus)
+                    let g = a
+                        .vcpus
                         .min(a.left_core_h / period_h)
                         .min(headroom[s].max(0.0));
                     headroom[s] -= g;
@@ -802,19 +911,19 @@ impl<'a> Engine<'a> {
         b.interactive_cores.fill(0.0);
         b.batch_cores.fill(0.0);
         b.vms.fill(0);
-        for a in &self.active {
-            let Some(s) = a.host else { continue };
-            if !b.on[s] {
-                // A plan never places VMs on an off server; be safe anyway.
-                b.on[s] = true;
+        for_each_run(&self.active, |s, run| {
+            // A plan never places VMs on an off server; be safe anyway.
+            b.on[s] = true;
+            let (mut inter, mut batch) = (b.interactive_cores[s], b.batch_cores[s]);
+            for a in run {
+                match a.kind {
+                    VmKind::Interactive => inter += a.vcpus * a.load,
+                    VmKind::Batch => batch += a.grant,
+                }
             }
-            let j = &self.jobs[a.job];
-            b.vms[s] += 1;
-            match j.kind {
-                VmKind::Interactive => b.interactive_cores[s] += f64::from(j.vcpus) * j.load,
-                VmKind::Batch => b.batch_cores[s] += a.grant,
-            }
-        }
+            b.vms[s] += run.len() as u32;
+            (b.interactive_cores[s], b.batch_cores[s]) = (inter, batch);
+        });
     }
 
     /// Loops, consumers, cooling, prices: one pass over the physics steps.
@@ -966,7 +1075,8 @@ impl<'a> Engine<'a> {
                 *v /= n;
             }
         }
-        r.servers_on = self.bank.on.iter().filter(|&&o| o).count();
+        let on = &self.bank.on;
+        r.servers_on = on.iter().filter(|&&o| o).count();
         r.vms = self.active.iter().filter(|a| a.host.is_some()).count();
         r.max_temp_c = self
             .bank
@@ -974,15 +1084,15 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|p| p.max_temp_c)
             .fold(f64::NEG_INFINITY, f64::max);
-        let on: Vec<usize> = (0..self.bank.len()).filter(|&s| self.bank.on[s]).collect();
         let period = self.sc.sim.control_period_s;
-        r.mean_util = if on.is_empty() {
+        r.mean_util = if r.servers_on == 0 {
             0.0
         } else {
-            on.iter()
-                .map(|&s| self.bank.period[s].util_s / period)
+            (self.bank.period.iter().zip(on))
+                .filter(|&(_, &o)| o)
+                .map(|(p, _)| p.util_s / period)
                 .sum::<f64>()
-                / on.len() as f64
+                / r.servers_on as f64
         };
         r.cum_net_cost = self.t.electricity_cost - self.t.heat_value;
         self.series.rows.push(b.row);
@@ -1013,7 +1123,7 @@ impl<'a> Engine<'a> {
         let unplaced = self
             .active
             .iter()
-            .filter(|a| a.host.is_none() && self.jobs[a.job].kind == VmKind::Interactive)
+            .filter(|a| a.host.is_none() && a.kind == VmKind::Interactive)
             .count();
         self.t.sla_s += unplaced as f64 * period;
     }
@@ -1025,32 +1135,24 @@ impl<'a> Engine<'a> {
         let bank = &self.bank;
         let jobs = self.jobs;
         let t = &mut self.t;
-        // Whether each VM stays, to retire its record alike.
-        let mut stays = Vec::with_capacity(self.active.len());
-        self.active.retain_mut(|a| {
+        // Finished jobs leave the lists at the next update (with the
+        // arrivals, in one pass).
+        for (i, a) in self.active.iter_mut().enumerate() {
+            if a.kind != VmKind::Batch {
+                continue;
+            }
             let j = &jobs[a.job];
-            let stay = if j.kind != VmKind::Batch {
-                true
-            } else {
-                if let Some(s) = a.host {
-                    a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
-                }
-                if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
-                    t.completed += 1;
-                    false
-                } else {
-                    if !a.missed && j.deadline.is_some_and(|d| d <= now) {
-                        a.missed = true;
-                        t.misses += 1;
-                    }
-                    true
-                }
-            };
-            stays.push(stay);
-            stay
-        });
-        let mut stays = stays.into_iter();
-        self.records.retain(|_| stays.next().unwrap_or(true));
+            if let Some(s) = a.host {
+                a.left_core_h -= a.grant * bank.period[s].batch_served_s / 3600.0;
+            }
+            if a.left_core_h <= EPS * j.work_core_h.max(1.0) {
+                t.completed += 1;
+                self.retired.push(i);
+            } else if !a.missed && j.deadline.is_some_and(|d| d <= now) {
+                a.missed = true;
+                t.misses += 1;
+            }
+        }
     }
 
     fn summary(&self, wall_s: f64) -> Summary {
@@ -1092,5 +1194,65 @@ impl<'a> Engine<'a> {
             simulated_s: self.periods as f64 * self.sc.sim.control_period_s,
             wall_s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosted(host: Option<usize>) -> Active {
+        Active {
+            job: 0,
+            kind: VmKind::Interactive,
+            vcpus: 1.0,
+            load: 0.5,
+            mem_gib: 1.0,
+            host,
+            shown_host: None,
+            left_core_h: 0.0,
+            deadline: None,
+            missed: false,
+            grant: 0.0,
+            planned: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_are_adjacent_vms_of_one_host_in_order() {
+        let active: Vec<Active> = [Some(0), Some(0), None, Some(0), Some(2), Some(1), Some(1)]
+            .into_iter()
+            .map(hosted)
+            .collect();
+        let mut runs = Vec::new();
+        for_each_run(&active, |s, run| runs.push((s, run.len())));
+        assert_eq!(runs, [(0, 2), (0, 1), (2, 1), (1, 2)]);
+        for_each_run(&[], |_, _| panic!("no runs in an empty list"));
+    }
+
+    #[test]
+    fn update_sorted_drops_and_inserts_in_order() {
+        let filler = || -1;
+        let mut list = vec![10, 20, 30, 40];
+        update_sorted(
+            &mut list,
+            &[],
+            [5, 20, 25, 26, 50].into_iter(),
+            &[0, 1, 2, 2, 4],
+            filler,
+        );
+        assert_eq!(list, [5, 10, 20, 20, 25, 26, 30, 40, 50]);
+        let mut list = vec![10, 20, 30, 40, 50, 60];
+        update_sorted(&mut list, &[1, 2], [25, 35].into_iter(), &[2, 3], filler);
+        assert_eq!(list, [10, 25, 35, 40, 50, 60]);
+        let mut list = vec![10, 20, 30];
+        update_sorted(&mut list, &[0, 2], std::iter::empty(), &[], filler);
+        assert_eq!(list, [20]);
+        let mut empty: Vec<i32> = Vec::new();
+        update_sorted(&mut empty, &[], [1, 2].into_iter(), &[0, 0], filler);
+        assert_eq!(empty, [1, 2]);
+        let mut list = vec![1, 2];
+        update_sorted(&mut list, &[], std::iter::empty(), &[], filler);
+        assert_eq!(list, [1, 2]);
     }
 }

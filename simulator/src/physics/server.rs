@@ -183,6 +183,16 @@ impl ServerBank {
     }
 }
 
+/// The lesser of two numbers (the model's are never NaN): one compare,
+/// where `f64::min` also handles NaN.
+fn min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn step_server(
     g: &GroupPhysics,
@@ -199,6 +209,12 @@ fn step_server(
     let pts = g.curve.points_w();
     // Utilisation in tenths (the curve's index space) per core of demand.
     let tenths_per_core = 10.0 / g.cores;
+    // The model's thresholds and constants, each computed once.
+    let avail = g.u_cap * g.cores;
+    let short_capped = avail + 1e-9;
+    let short_free = g.cores + 1e-9;
+    let capped_tenths = g.u_cap * 10.0;
+    let hot_c = g.temp_limit_c + 1e-9;
     let mut t = *temp;
     let mut max_t = t;
     let mut energy_w = 0.0;
@@ -210,29 +226,29 @@ fn step_server(
     for (k, &f) in inp.load_factor.iter().enumerate() {
         if on {
             let inter = interactive_cores * f;
-            let x = ((inter + batch_cores) * tenths_per_core).min(10.0);
-            let i = (x as usize).min(9);
+            let x = min((inter + batch_cores) * tenths_per_core, 10.0);
+            // 0 ≤ x ≤ 10: the segment of the curve, 0–9.
+            let i = ((x as i32).min(9)) as usize;
             let p_dem = pts[i] + (x - i as f64) * (pts[i + 1] - pts[i]);
             if p_dem > g.cap_w {
                 // Capped: interactive first, batch gets what is left.
                 p = g.cap_w;
-                let avail = g.u_cap * g.cores;
-                if inter > avail + 1e-9 {
+                if inter > short_capped {
                     sla_steps += 1;
                 }
                 if batch_cores > 0.0 {
-                    batch_served += (avail - inter.min(avail)).min(batch_cores) / batch_cores;
+                    batch_served += min(avail - min(inter, avail), batch_cores) / batch_cores;
                 } else {
                     batch_served += 1.0;
                 }
-                util_tenths += g.u_cap * 10.0;
+                util_tenths += capped_tenths;
             } else {
                 p = p_dem;
-                if inter > g.cores + 1e-9 {
+                if inter > short_free {
                     sla_steps += 1;
                 }
                 batch_served += if batch_cores > 0.0 {
-                    ((g.cores - inter.min(g.cores)).min(batch_cores)) / batch_cores
+                    min(g.cores - min(inter, g.cores), batch_cores) / batch_cores
                 } else {
                     1.0
                 };
@@ -241,10 +257,12 @@ fn step_server(
         }
         let steady = g.inlet_c + g.r_k_per_w * p;
         t = steady + (t - steady) * decay;
-        if t > g.temp_limit_c + 1e-9 {
+        if t > hot_c {
             hot_steps += 1;
         }
-        max_t = max_t.max(t);
+        if t > max_t {
+            max_t = t;
+        }
         energy_w += p;
         let row = k * width;
         acc[row] += p;
