@@ -51,6 +51,69 @@ fn le(a: f64, b: f64) -> bool {
 
 /// Evaluate `d` on `inst`.
 pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
+    if let Some(why) = wrong_shape(inst, d) {
+        return Evaluation {
+            power_w: vec![],
+            util: vec![],
+            heat_kw: vec![],
+            objective: Objective::default(),
+            violations: vec![why],
+        };
+    }
+    let (ns, nt, nl) = (inst.n_servers(), inst.steps(), inst.snap.loops.len());
+    let mut power_w = vec![0.0_f64; ns * nt];
+    let mut util = vec![0.0_f64; ns * nt];
+    let mut heat_kw = vec![0.0_f64; nl * nt];
+    let (objective, violations) = run(inst, d, &mut power_w, Some((&mut util, &mut heat_kw)));
+    Evaluation {
+        power_w: rows(&power_w, ns, nt),
+        util: rows(&util, ns, nt),
+        heat_kw: rows(&heat_kw, nl, nt),
+        objective,
+        violations,
+    }
+}
+
+/// The cost of `d` and the hard rules it breaks, exactly as [`evaluate`]
+/// finds them (the same numbers, the same messages), without laying out
+/// power, utilisation and heat per server and loop: for callers that only
+/// compare plans or check one.
+pub(crate) fn check(inst: &Instance<'_>, d: &Decisions) -> (Objective, Vec<String>) {
+    if let Some(why) = wrong_shape(inst, d) {
+        return (Objective::default(), vec![why]);
+    }
+    let mut power_w = vec![0.0_f64; inst.n_servers() * inst.steps()];
+    run(inst, d, &mut power_w, None)
+}
+
+fn wrong_shape(inst: &Instance<'_>, d: &Decisions) -> Option<String> {
+    let (ns, nv) = (inst.n_servers(), inst.n_vms());
+    (d.host.len() != nv || d.on.len() != ns || d.batch_cores.len() != nv).then(|| {
+        format!(
+            "decision vectors have the wrong length ({} hosts for {nv} VMs, {} states for {ns} servers)",
+            d.host.len(),
+            d.on.len()
+        )
+    })
+}
+
+/// `n` rows of `nt` values from a flat row-major grid.
+fn rows(flat: &[f64], n: usize, nt: usize) -> Vec<Vec<f64>> {
+    (0..n)
+        .map(|r| flat[r * nt..(r + 1) * nt].to_vec())
+        .collect()
+}
+
+/// The evaluation proper, on decisions of the right shape: power of each
+/// server at each step into `power_w` (flat, server-major, zeroed),
+/// utilisation and loop heat into `grids` when given (likewise), the cost
+/// and the broken rules returned.
+fn run(
+    inst: &Instance<'_>,
+    d: &Decisions,
+    power_w: &mut [f64],
+    mut grids: Option<(&mut [f64], &mut [f64])>,
+) -> (Objective, Vec<String>) {
     let snap = inst.snap;
     let ns = inst.n_servers();
     let nv = inst.n_vms();
@@ -58,28 +121,14 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
     let step_h = inst.step_h();
     let mut violations = Vec::new();
 
-    if d.host.len() != nv || d.on.len() != ns || d.batch_cores.len() != nv {
-        violations.push(format!(
-            "decision vectors have the wrong length ({} hosts for {nv} VMs, {} states for {ns} servers)",
-            d.host.len(),
-            d.on.len()
-        ));
-        return Evaluation {
-            power_w: vec![],
-            util: vec![],
-            heat_kw: vec![],
-            objective: Objective::default(),
-            violations,
-        };
-    }
-
     // Load per server and step (flat, server-major: one allocation), vCPUs
     // and memory per server.
     let mut load = vec![0.0_f64; ns * nt];
     let mut vcpus = vec![0.0_f64; ns];
     let mut mem = vec![0.0_f64; ns];
-    // (server, image) → number of VMs of that image on that server.
-    let mut image_count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    // (server, image) of each VM that has an image; sorted, the runs count
+    // the VMs of one image on one server.
+    let mut images: Vec<(usize, usize)> = Vec::new();
     let mut migrations = 0usize;
 
     for v in 0..nv {
@@ -109,8 +158,9 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
         vcpus[s] += f64::from(vm.vcpus);
         mem[s] += vm.mem_gib;
         if let Some(i) = inst.vm_image[v] {
-            *image_count.entry((s, i)).or_default() += 1;
+            images.push((s, i));
         }
+        let server_load = &mut load[s * nt..(s + 1) * nt];
         if inst.is_batch(v) {
             let a = &d.batch_cores[v];
             if a.len() != nt {
@@ -122,7 +172,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                 continue;
             }
             let mut done = 0.0;
-            for (t, &c) in a.iter().enumerate() {
+            for (t, (&c, l)) in a.iter().zip(server_load).enumerate() {
                 if !(c.is_finite() && c >= -EPS && le(c, f64::from(vm.vcpus))) {
                     violations.push(format!(
                         "vm {} step {t}: {c} cores outside [0, {}]",
@@ -130,7 +180,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                     ));
                 }
                 let c = c.clamp(0.0, f64::from(vm.vcpus));
-                load[s * nt + t] += c;
+                *l += c;
                 if t < inst.batch_steps[v] {
                     done += c * step_h;
                 }
@@ -148,13 +198,17 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                 ));
             }
         } else {
-            for l in &mut load[s * nt..(s + 1) * nt] {
+            for l in server_load {
                 *l += inst.vm_fixed_cores[v];
             }
         }
     }
-    for ((s, i), n) in image_count {
-        mem[s] -= (n as f64 - 1.0) * snap.images[i].shared_mem_gib;
+    // Each image's shared memory counts once per server: in (server, image)
+    // order, as the sums are rounded.
+    images.sort_unstable();
+    for run in images.chunk_by(|a, b| a == b) {
+        let (s, i) = run[0];
+        mem[s] -= (run.len() as f64 - 1.0) * snap.images[i].shared_mem_gib;
     }
     if migrations > snap.policy.max_migrations {
         violations.push(format!(
@@ -164,10 +218,10 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
     }
 
     let mut switches = 0usize;
-    let mut power_w = vec![vec![0.0_f64; nt]; ns];
-    let mut util = vec![vec![0.0_f64; nt]; ns];
+    let mut recovered = vec![0.0_f64; snap.loops.len() * nt];
     for s in 0..ns {
         let srv = &snap.servers[s];
+        let power = &mut power_w[s * nt..(s + 1) * nt];
         if d.on[s] != srv.on {
             switches += 1;
             if !srv.can_switch {
@@ -178,55 +232,62 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
                 ));
             }
         }
-        if !d.on[s] {
-            power_w[s].fill(srv.off_w);
-            continue;
-        }
-        let cores = f64::from(srv.cores);
-        if !le(vcpus[s], cores * snap.policy.cpu_overcommit) {
-            violations.push(format!(
-                "server {}: {} vCPUs exceed {} cores × overcommit {}",
-                srv.id, vcpus[s], srv.cores, snap.policy.cpu_overcommit
-            ));
-        }
-        if !le(mem[s], srv.mem_gib) {
-            violations.push(format!(
-                "server {}: {:.3} GiB of memory needed (after image sharing), {} GiB installed",
-                srv.id, mem[s], srv.mem_gib
-            ));
-        }
-        for t in 0..nt {
-            let u = load[s * nt + t] / cores;
-            if !le(u, 1.0) {
+        if d.on[s] {
+            let cores = f64::from(srv.cores);
+            if !le(vcpus[s], cores * snap.policy.cpu_overcommit) {
                 violations.push(format!(
-                    "server {} step {t}: utilisation {u:.4} above 1",
-                    srv.id
+                    "server {}: {} vCPUs exceed {} cores × overcommit {}",
+                    srv.id, vcpus[s], srv.cores, snap.policy.cpu_overcommit
                 ));
             }
-            let p = inst.curve[s].power_w(u);
-            if !le(p, inst.p_max_w[s]) {
+            if !le(mem[s], srv.mem_gib) {
                 violations.push(format!(
-                    "server {} step {t}: {p:.2} W gives {:.2} °C, above its limit {} °C",
-                    srv.id,
-                    srv.inlet_c + srv.r_k_per_w * p,
-                    srv.temp_limit_c
+                    "server {}: {:.3} GiB of memory needed (after image sharing), {} GiB installed",
+                    srv.id, mem[s], srv.mem_gib
                 ));
             }
-            util[s][t] = u;
-            power_w[s][t] = p;
+            let curve = &inst.curve[s];
+            for (t, (p, &l)) in power
+                .iter_mut()
+                .zip(&load[s * nt..(s + 1) * nt])
+                .enumerate()
+            {
+                let u = l / cores;
+                if !le(u, 1.0) {
+                    violations.push(format!(
+                        "server {} step {t}: utilisation {u:.4} above 1",
+                        srv.id
+                    ));
+                }
+                *p = curve.power_w(u);
+                if !le(*p, inst.p_max_w[s]) {
+                    violations.push(format!(
+                        "server {} step {t}: {:.2} W gives {:.2} °C, above its limit {} °C",
+                        srv.id,
+                        *p,
+                        srv.inlet_c + srv.r_k_per_w * *p,
+                        srv.temp_limit_c
+                    ));
+                }
+            }
+            if let Some((util, _)) = grids.as_mut() {
+                for (u, &l) in util[s * nt..(s + 1) * nt]
+                    .iter_mut()
+                    .zip(&load[s * nt..(s + 1) * nt])
+                {
+                    *u = l / cores;
+                }
+            }
+        } else {
+            power.fill(srv.off_w);
+        }
+        if let Some(l) = inst.server_loop[s] {
+            for (r, &p) in recovered[l * nt..(l + 1) * nt].iter_mut().zip(&*power) {
+                *r += srv.recovery * p / 1000.0;
+            }
         }
     }
 
-    let mut heat_kw = vec![vec![0.0_f64; nt]; snap.loops.len()];
-    let mut recovered = vec![vec![0.0_f64; nt]; snap.loops.len()];
-    for s in 0..ns {
-        if let Some(l) = inst.server_loop[s] {
-            let r = snap.servers[s].recovery;
-            for t in 0..nt {
-                recovered[l][t] += r * power_w[s][t] / 1000.0;
-            }
-        }
-    }
     let mut obj = Objective {
         migrations,
         switches,
@@ -234,14 +295,19 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
     };
     for (l, lp) in snap.loops.iter().enumerate() {
         for t in 0..nt {
-            let h = recovered[l][t].min(lp.demand_kw[t]).min(lp.max_kw).max(0.0);
-            heat_kw[l][t] = h;
+            let h = recovered[l * nt + t]
+                .min(lp.demand_kw[t])
+                .min(lp.max_kw)
+                .max(0.0);
+            if let Some((_, heat_kw)) = grids.as_mut() {
+                heat_kw[l * nt + t] = h;
+            }
             obj.heat_delivered_kwh += h * step_h;
             obj.heat_value += lp.heat_value_per_kwh * h * step_h;
         }
     }
     for t in 0..nt {
-        let total_w: f64 = power_w.iter().map(|p| p[t]).sum();
+        let total_w: f64 = (0..ns).map(|s| power_w[s * nt + t]).sum();
         let kwh = total_w * snap.step_s / 3.6e6;
         obj.energy_kwh += kwh;
         obj.energy_cost += snap.electricity_price_per_kwh[t] * kwh;
@@ -249,14 +315,7 @@ pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
     obj.cost = obj.energy_cost - obj.heat_value
         + snap.policy.migration_cost * migrations as f64
         + snap.policy.switch_cost * switches as f64;
-
-    Evaluation {
-        power_w,
-        util,
-        heat_kw,
-        objective: obj,
-        violations,
-    }
+    (obj, violations)
 }
 
 /// Turn evaluated decisions into the plan contract.

@@ -18,14 +18,16 @@
 //! breaks the temperature limit, a batch VM that misses its deadline at full
 //! speed), [`decide`] returns [`PlanError::Infeasible`] saying that the
 //! baseline cannot meet it — the decisions it returns always pass
-//! [`evaluate`].
+//! [`evaluate`]. [`decide_evaluated`] returns that evaluation beside them,
+//! for callers that need it (the baseline is evaluated once per plan).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 use crate::error::PlanError;
-use crate::evaluate::{evaluate, Decisions};
+use crate::evaluate::{self, evaluate, Decisions, Evaluation};
 use crate::instance::{Instance, EPS};
+use crate::model::Objective;
 
 /// Name reported in plans.
 pub const NAME: &str = "greedy";
@@ -106,6 +108,42 @@ fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
 
 /// Build the baseline decisions.
 pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
+    decide_costed(inst).map(|(d, _)| d)
+}
+
+/// The baseline decisions and their evaluation: [`decide`] without
+/// evaluating them again.
+pub fn decide_evaluated(inst: &Instance<'_>) -> Result<(Decisions, Evaluation), PlanError> {
+    let d = build(inst)?;
+    let ev = evaluate(inst, &d);
+    refuse_broken(&ev.violations)?;
+    Ok((d, ev))
+}
+
+/// The baseline decisions and their cost, checked as [`decide`] checks
+/// them, without laying out their power and heat: for callers that only
+/// compare costs (the optimiser's safeguard).
+pub(crate) fn decide_costed(inst: &Instance<'_>) -> Result<(Decisions, Objective), PlanError> {
+    let d = build(inst)?;
+    let (objective, violations) = evaluate::check(inst, &d);
+    refuse_broken(&violations)?;
+    Ok((d, objective))
+}
+
+/// The baseline's habits cannot repair what they break: say which rules.
+fn refuse_broken(violations: &[String]) -> Result<(), PlanError> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::infeasible(format!(
+        "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
+         cannot meet: {}",
+        violations.join("; ")
+    )))
+}
+
+/// The baseline decisions, not yet checked against the model.
+fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let snap = inst.snap;
     let ns = inst.n_servers();
     let nv = inst.n_vms();
@@ -196,33 +234,45 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
             }
         })
         .collect();
-    let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); ns];
-    for v in (0..nv).filter(|&v| inst.is_batch(v)) {
-        by_server[host[v]].push(v);
+    // Batch VMs by server, each server's in the order `run_batch` serves
+    // them (deadline, then id).
+    let mut batch: Vec<usize> = (0..nv).filter(|&v| inst.is_batch(v)).collect();
+    batch.sort_by(|&a, &b| {
+        host[a]
+            .cmp(&host[b])
+            .then(snap.vms[a].deadline.cmp(&snap.vms[b].deadline))
+            .then(snap.vms[a].id.cmp(&snap.vms[b].id))
+    });
+    let mut scratch = BatchScratch::default();
+    for vms in batch.chunk_by(|&a, &b| host[a] == host[b]) {
+        let s = host[vms[0]];
+        let cap = fill[s].cap_cores.unwrap_or(0.0);
+        run_batch(
+            inst,
+            vms,
+            cap - fill[s].fixed_cores,
+            &mut batch_cores,
+            &mut scratch,
+        );
     }
-    for (s, vms) in by_server.iter_mut().enumerate() {
-        if !vms.is_empty() {
-            let cap = fill[s].cap_cores.unwrap_or(0.0);
-            run_batch(inst, vms, cap - fill[s].fixed_cores, &mut batch_cores);
-        }
-    }
-    let d = Decisions {
+    Ok(Decisions {
         host,
         on,
         batch_cores,
-    };
-    let ev = evaluate(inst, &d);
-    if !ev.is_feasible() {
-        return Err(PlanError::infeasible(format!(
-            "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
-             cannot meet: {}",
-            ev.violations.join("; ")
-        )));
-    }
-    Ok(d)
+    })
 }
 
-/// Schedule the batch VMs `vms` of one server as soon as possible. Each
+/// Per-VM work left while [`run_batch`] schedules one server, kept from
+/// one server to the next.
+#[derive(Default)]
+struct BatchScratch {
+    left: Vec<f64>,
+    left_required: Vec<f64>,
+    grant: Vec<f64>,
+}
+
+/// Schedule the batch VMs `vms` of one server, in order of deadline then
+/// id, as soon as possible. Each
 /// step, the cores the temperature limit leaves beside the interactive load
 /// (`batch_room`) are shared as a batch system with guaranteed shares
 /// does: first every VM gets the pace that finishes its required work by its
@@ -232,21 +282,24 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
 /// slowing is the temperature limit's.
 fn run_batch(
     inst: &Instance<'_>,
-    vms: &mut [usize],
+    vms: &[usize],
     batch_room: f64,
     batch_cores: &mut [Vec<f64>],
+    scratch: &mut BatchScratch,
 ) {
     let snap = inst.snap;
-    vms.sort_by(|&a, &b| {
-        snap.vms[a]
-            .deadline
-            .cmp(&snap.vms[b].deadline)
-            .then(snap.vms[a].id.cmp(&snap.vms[b].id))
-    });
     let step_h = inst.step_h();
-    let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
-    let mut left_required: Vec<f64> = vms.iter().map(|&v| inst.batch_min_core_h[v]).collect();
-    let mut grant = vec![0.0; vms.len()];
+    let BatchScratch {
+        left,
+        left_required,
+        grant,
+    } = scratch;
+    left.clear();
+    left.extend(vms.iter().map(|&v| inst.batch_max_core_h[v]));
+    left_required.clear();
+    left_required.extend(vms.iter().map(|&v| inst.batch_min_core_h[v]));
+    grant.clear();
+    grant.resize(vms.len(), 0.0);
     for t in 0..inst.steps() {
         let mut headroom = batch_room.max(0.0);
         let full_speed =
@@ -258,11 +311,11 @@ fn run_batch(
             } else {
                 left_required[k] / (steps_left as f64 * step_h)
             };
-            grant[k] = pace.min(full_speed(k, v, &left)).min(headroom).max(0.0);
+            grant[k] = pace.min(full_speed(k, v, left)).min(headroom).max(0.0);
             headroom -= grant[k];
         }
         for (k, &v) in vms.iter().enumerate() {
-            let more = (full_speed(k, v, &left) - grant[k]).min(headroom).max(0.0);
+            let more = (full_speed(k, v, left) - grant[k]).min(headroom).max(0.0);
             grant[k] += more;
             headroom -= more;
         }
