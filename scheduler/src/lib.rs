@@ -135,23 +135,36 @@ fn solve_instance(
     started: Instant,
 ) -> Result<Solution, PlanError> {
     validate::check_feasible(inst)?;
-    let (decisions, name, lower_bound) = match opts.solver {
-        SolverKind::Greedy => (greedy::decide(inst)?, greedy::NAME, None),
+    // Greedy and the optimiser evaluate their decisions already (the
+    // optimiser beside the baseline's cost): that evaluation is reused.
+    let (decisions, ev, name, lower_bound, baseline) = match opts.solver {
+        SolverKind::Greedy => {
+            let (d, ev) = greedy::decide_evaluated(inst)?;
+            let cost = ev.objective.cost;
+            (d, ev, greedy::NAME, None, Some(cost))
+        }
         SolverKind::Optimizer => {
             let settings = optimizer::Settings {
                 deadline: opts.time_limit.map(|d| started + d),
                 lower_bound: !opts.skip_lower_bound,
             };
             let out = optimizer::decide_with(inst, &settings)?;
-            (out.decisions, optimizer::NAME, out.lower_bound)
+            let name = optimizer::NAME;
+            (
+                out.decisions,
+                out.evaluation,
+                name,
+                out.lower_bound,
+                out.baseline_cost,
+            )
         }
         SolverKind::Exact => {
             let limit = opts.time_limit.map(|d| d.saturating_sub(started.elapsed()));
             let out = exact::solve(inst, exact::Backend::default(), limit)?;
-            (out.decisions, exact::NAME, out.best_bound)
+            let ev = evaluate(inst, &out.decisions);
+            (out.decisions, ev, exact::NAME, out.best_bound, None)
         }
     };
-    let ev = evaluate(inst, &decisions);
     if !ev.is_feasible() {
         return Err(PlanError::Solver(format!(
             "{name} produced a plan that breaks the model: {}",
@@ -161,13 +174,10 @@ fn solve_instance(
     let solve_ms = started.elapsed().as_secs_f64() * 1000.0;
     let baseline_cost = if !opts.with_baseline {
         None
-    } else if opts.solver == SolverKind::Greedy {
-        Some(ev.objective.cost)
+    } else if opts.solver == SolverKind::Exact {
+        greedy::decide_costed(inst).ok().map(|(_, o)| o.cost)
     } else {
-        greedy::decide(inst).ok().and_then(|d| {
-            let e = evaluate(inst, &d);
-            e.is_feasible().then_some(e.objective.cost)
-        })
+        baseline
     };
     Ok(Solution {
         decisions,
