@@ -4,9 +4,14 @@
 //! every hard rule the decisions break.
 //!
 //! Every solver's output goes through [`evaluate`] before it is returned, so
-//! the reported objective is always the true cost of the returned plan.
+//! the reported objective is always the true cost of the returned plan. It
+//! runs at least once per plan (the simulator plans tens of thousands of
+//! times), so its [`Evaluation`] keeps power, utilisation and heat in flat
+//! [`Grid`]s, one allocation each.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Index, IndexMut};
 
 use crate::instance::{Instance, EPS};
 use crate::model::{Migration, Objective, Plan, PLAN_SCHEMA};
@@ -23,15 +28,112 @@ pub struct Decisions {
     pub batch_cores: Vec<Vec<f64>>,
 }
 
+/// A value per row (a server, a loop) and step, kept in one row-major
+/// vector: `grid[r]` is row `r` as a slice, `grid[r][t]` its value at step
+/// `t`. Its `Debug` form is that of a vector of rows.
+#[derive(Clone, PartialEq, Default)]
+pub struct Grid {
+    rows: usize,
+    steps: usize,
+    values: Vec<f64>,
+}
+
+impl Grid {
+    /// `rows` rows of `steps` zeros.
+    pub fn zeros(rows: usize, steps: usize) -> Self {
+        Self {
+            rows,
+            steps,
+            values: vec![0.0; rows * steps],
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of steps (the length of each row).
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> Rows<'_> {
+        Rows {
+            grid: self,
+            next: 0,
+        }
+    }
+
+    /// Every value, row after row.
+    pub fn as_flat(&self) -> &[f64] {
+        &self.values
+    }
+}
+
+impl Index<usize> for Grid {
+    type Output = [f64];
+    fn index(&self, r: usize) -> &[f64] {
+        assert!(r < self.rows, "row {r} of a grid of {} rows", self.rows);
+        &self.values[r * self.steps..(r + 1) * self.steps]
+    }
+}
+
+impl IndexMut<usize> for Grid {
+    fn index_mut(&mut self, r: usize) -> &mut [f64] {
+        assert!(r < self.rows, "row {r} of a grid of {} rows", self.rows);
+        &mut self.values[r * self.steps..(r + 1) * self.steps]
+    }
+}
+
+impl<'a> IntoIterator for &'a Grid {
+    type Item = &'a [f64];
+    type IntoIter = Rows<'a>;
+    fn into_iter(self) -> Rows<'a> {
+        self.iter()
+    }
+}
+
+/// The rows of a [`Grid`], in order.
+#[derive(Debug, Clone)]
+pub struct Rows<'a> {
+    grid: &'a Grid,
+    next: usize,
+}
+
+impl<'a> Iterator for Rows<'a> {
+    type Item = &'a [f64];
+    fn next(&mut self) -> Option<&'a [f64]> {
+        let r = self.next;
+        (r < self.grid.rows).then(|| {
+            self.next += 1;
+            &self.grid[r]
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.grid.rows - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Rows<'_> {}
+
+impl fmt::Debug for Grid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What the decisions cost and which rules they break.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
-    /// Power of each server at each step, W.
-    pub power_w: Vec<Vec<f64>>,
-    /// Utilisation of each server at each step.
-    pub util: Vec<Vec<f64>>,
-    /// Heat delivered by each loop at each step, kW.
-    pub heat_kw: Vec<Vec<f64>>,
+    /// Power of each server (row) at each step, W.
+    pub power_w: Grid,
+    /// Utilisation of each server (row) at each step.
+    pub util: Grid,
+    /// Heat delivered by each loop (row) at each step, kW.
+    pub heat_kw: Grid,
     /// Cost breakdown.
     pub objective: Objective,
     /// Hard rules broken, in words; empty for a feasible plan.
@@ -53,22 +155,27 @@ fn le(a: f64, b: f64) -> bool {
 pub fn evaluate(inst: &Instance<'_>, d: &Decisions) -> Evaluation {
     if let Some(why) = wrong_shape(inst, d) {
         return Evaluation {
-            power_w: vec![],
-            util: vec![],
-            heat_kw: vec![],
+            power_w: Grid::default(),
+            util: Grid::default(),
+            heat_kw: Grid::default(),
             objective: Objective::default(),
             violations: vec![why],
         };
     }
     let (ns, nt, nl) = (inst.n_servers(), inst.steps(), inst.snap.loops.len());
-    let mut power_w = vec![0.0_f64; ns * nt];
-    let mut util = vec![0.0_f64; ns * nt];
-    let mut heat_kw = vec![0.0_f64; nl * nt];
-    let (objective, violations) = run(inst, d, &mut power_w, Some((&mut util, &mut heat_kw)));
+    let mut power_w = Grid::zeros(ns, nt);
+    let mut util = Grid::zeros(ns, nt);
+    let mut heat_kw = Grid::zeros(nl, nt);
+    let (objective, violations) = run(
+        inst,
+        d,
+        &mut power_w.values,
+        Some((&mut util.values, &mut heat_kw.values)),
+    );
     Evaluation {
-        power_w: rows(&power_w, ns, nt),
-        util: rows(&util, ns, nt),
-        heat_kw: rows(&heat_kw, nl, nt),
+        power_w,
+        util,
+        heat_kw,
         objective,
         violations,
     }
@@ -95,13 +202,6 @@ fn wrong_shape(inst: &Instance<'_>, d: &Decisions) -> Option<String> {
             d.on.len()
         )
     })
-}
-
-/// `n` rows of `nt` values from a flat row-major grid.
-fn rows(flat: &[f64], n: usize, nt: usize) -> Vec<Vec<f64>> {
-    (0..n)
-        .map(|r| flat[r * nt..(r + 1) * nt].to_vec())
-        .collect()
 }
 
 /// The evaluation proper, on decisions of the right shape: power of each
@@ -360,10 +460,10 @@ pub fn to_plan(
     }
     for (s, srv) in snap.servers.iter().enumerate() {
         plan.servers_on.insert(srv.id.clone(), d.on[s]);
-        plan.power_w.insert(srv.id.clone(), ev.power_w[s].clone());
+        plan.power_w.insert(srv.id.clone(), ev.power_w[s].to_vec());
     }
     for (l, lp) in snap.loops.iter().enumerate() {
-        plan.heat_kw.insert(lp.id.clone(), ev.heat_kw[l].clone());
+        plan.heat_kw.insert(lp.id.clone(), ev.heat_kw[l].to_vec());
     }
     plan
 }
@@ -409,4 +509,113 @@ pub fn decisions_of(inst: &Instance<'_>, plan: &Plan) -> Result<Decisions, Strin
         on,
         batch_cores,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, SiteSpec};
+    use crate::greedy;
+
+    #[test]
+    fn a_grid_reads_and_prints_as_its_rows() {
+        let mut g = Grid::zeros(2, 3);
+        g[1][2] = 5.0;
+        g[0][0] = -1.0;
+        assert_eq!((g.rows(), g.steps()), (2, 3));
+        assert_eq!(&g[0], &[-1.0, 0.0, 0.0]);
+        assert_eq!(g.iter().collect::<Vec<_>>(), vec![&g[0], &g[1]]);
+        assert_eq!(g.iter().len(), 2);
+        assert_eq!(g.as_flat(), &[-1.0, 0.0, 0.0, 0.0, 0.0, 5.0]);
+        let rows = vec![vec![-1.0, 0.0, 0.0], vec![0.0, 0.0, 5.0]];
+        assert_eq!(format!("{g:?}"), format!("{rows:?}"));
+        // Rows of no steps still count as rows.
+        let empty = Grid::zeros(4, 0);
+        assert_eq!((&empty).into_iter().filter(|r| r.is_empty()).count(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "row 2 of a grid of 2 rows")]
+    fn a_grid_refuses_a_row_it_does_not_have() {
+        let _ = &Grid::zeros(2, 0)[2];
+    }
+
+    /// Greedy's decisions on `inst`, and broken copies of them: servers
+    /// switched, VMs moved off the map or onto others, cores out of range,
+    /// a batch vector cut short, vectors of the wrong length.
+    fn decisions_broken_every_way(inst: &Instance<'_>) -> Vec<Decisions> {
+        let d = greedy::decide(inst).unwrap();
+        let ns = d.on.len();
+        let mut flipped = d.clone();
+        flipped.on.iter_mut().for_each(|o| *o = !*o);
+        let mut moved = d.clone();
+        for v in (0..moved.host.len()).step_by(3) {
+            moved.host[v] = (moved.host[v] + 1) % ns;
+        }
+        moved.host[0] = ns + 7;
+        let mut cores = d.clone();
+        for (v, a) in cores.batch_cores.iter_mut().enumerate() {
+            for (t, c) in a.iter_mut().enumerate() {
+                *c = if (v + t) % 4 == 0 {
+                    -1.0
+                } else {
+                    *c * 3.0 + 2.0
+                };
+            }
+        }
+        if let Some(a) = cores.batch_cores.iter_mut().find(|a| !a.is_empty()) {
+            a.pop();
+        }
+        let mut packed = d.clone();
+        packed.host.iter_mut().for_each(|h| *h = 0);
+        let mut short = d.clone();
+        short.on.pop();
+        vec![d, flipped, moved, cores, packed, short]
+    }
+
+    #[test]
+    fn the_cost_only_check_finds_what_evaluate_finds() {
+        for seed in 1..=4 {
+            let snap = generate(&SiteSpec::small(seed));
+            let inst = Instance::new(&snap).unwrap();
+            for d in decisions_broken_every_way(&inst) {
+                let ev = evaluate(&inst, &d);
+                let (objective, violations) = check(&inst, &d);
+                assert_eq!(objective, ev.objective);
+                assert_eq!(violations, ev.violations);
+            }
+        }
+    }
+
+    #[test]
+    fn an_evaluation_lays_out_a_row_per_server_and_loop() {
+        let snap = generate(&SiteSpec::small(2));
+        let inst = Instance::new(&snap).unwrap();
+        let d = greedy::decide(&inst).unwrap();
+        let ev = evaluate(&inst, &d);
+        assert_eq!(
+            (ev.power_w.rows(), ev.power_w.steps()),
+            (snap.servers.len(), snap.steps)
+        );
+        assert_eq!(
+            (ev.util.rows(), ev.util.steps()),
+            (snap.servers.len(), snap.steps)
+        );
+        assert_eq!(
+            (ev.heat_kw.rows(), ev.heat_kw.steps()),
+            (snap.loops.len(), snap.steps)
+        );
+        for (s, srv) in snap.servers.iter().enumerate() {
+            for t in 0..snap.steps {
+                let want = if d.on[s] {
+                    inst.curve[s].power_w(ev.util[s][t])
+                } else {
+                    srv.off_w
+                };
+                assert_eq!(ev.power_w[s][t], want);
+            }
+        }
+        let energy_kwh: f64 = ev.power_w.as_flat().iter().sum::<f64>() * snap.step_s / 3.6e6;
+        assert!((energy_kwh - ev.objective.energy_kwh).abs() < 1e-9 * energy_kwh.max(1.0));
+    }
 }

@@ -188,3 +188,51 @@ fn solve_instance(
         solve_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, SiteSpec};
+
+    #[test]
+    fn a_solution_carries_the_evaluation_of_its_own_decisions() {
+        for solver in [SolverKind::Greedy, SolverKind::Optimizer] {
+            for seed in [1, 5] {
+                let snap = generate(&SiteSpec::small(seed));
+                let opts = SolveOptions {
+                    solver,
+                    skip_lower_bound: true,
+                    ..SolveOptions::default()
+                };
+                let s = solve_prepared(&snap, &opts).unwrap();
+                let inst = Instance::new(&snap).unwrap();
+                assert_eq!(s.evaluation, evaluate(&inst, &s.decisions));
+            }
+        }
+    }
+
+    #[test]
+    fn the_baseline_cost_is_the_cost_of_greedys_plan_whatever_the_solver() {
+        for seed in [1, 2, 3] {
+            let snap = generate(&SiteSpec::small(seed));
+            let inst = Instance::new(&snap).unwrap();
+            let greedy_cost = evaluate(&inst, &greedy::decide(&inst).unwrap())
+                .objective
+                .cost;
+            for solver in [SolverKind::Greedy, SolverKind::Optimizer] {
+                let opts = SolveOptions {
+                    solver,
+                    with_baseline: true,
+                    skip_lower_bound: true,
+                    ..SolveOptions::default()
+                };
+                let s = solve_prepared(&snap, &opts).unwrap();
+                assert_eq!(
+                    s.baseline_cost,
+                    Some(greedy_cost),
+                    "{solver:?}, seed {seed}"
+                );
+            }
+        }
+    }
+}
