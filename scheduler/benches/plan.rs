@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p phoenix-scheduler --features highs --bench plan            # full
 //! cargo bench -p phoenix-scheduler --features highs --bench plan -- --quick # fewer seeds
+//! cargo bench -p phoenix-scheduler --bench plan -- --fixed                   # fixed costs only
 //! ```
 //!
 //! Sites come from `scheduler::generate` (small 10 servers / 40 VMs, medium
@@ -19,15 +20,23 @@
 //! the process while it planned (all threads: the lower bound is solved on
 //! a second thread), since the machine is shared.
 //!
+//! Last, the fixed cost of every plan on the large sites, whatever the
+//! solver: resolving the snapshot (`Instance::new`), one `evaluate`, the
+//! greedy baseline, and a whole greedy plan through `solve_prepared` (the
+//! simulator's entry point) and `solve` (which also validates the snapshot
+//! and writes the plan out by id). Each is the median of many runs, which
+//! a loaded machine disturbs less than a single one.
+//!
 //! Prints markdown tables (for BENCHMARKS.md).
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use phoenix_scheduler as scheduler;
 
 use scheduler::generate::{generate, SiteSpec};
 use scheduler::model::{Objective, Snapshot};
-use scheduler::{Plan, SolveOptions, SolverKind};
+use scheduler::{greedy, Instance, Plan, SolveOptions, SolverKind};
 
 fn plan(snap: &Snapshot, solver: SolverKind) -> Result<(Plan, Duration), String> {
     plan_within(snap, solver, None).map(|(p, wall, _)| (p, wall))
@@ -250,8 +259,65 @@ fn scaled(title: &str, spec: fn(u64) -> SiteSpec, seeds: &[u64], time_limit: Opt
     println!();
 }
 
+/// Median wall time of `runs` calls of `f`, µs.
+fn median_us(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+fn fixed_costs(seeds: &[u64], runs: usize) {
+    println!("### Fixed cost per plan (large sites, µs, median of {runs} runs)\n");
+    println!(
+        "| seed | Instance::new | evaluate | greedy::decide | greedy plan, solve_prepared | \
+         greedy plan, solve |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let opts = SolveOptions {
+        solver: SolverKind::Greedy,
+        ..Default::default()
+    };
+    for &seed in seeds {
+        let snap = generate(&SiteSpec::large(seed));
+        let inst = Instance::new(&snap).expect("generated sites are valid");
+        let Ok(d) = greedy::decide(&inst) else {
+            println!("| {seed} | greedy infeasible | | | | |");
+            continue;
+        };
+        let new = median_us(runs, || {
+            black_box(Instance::new(black_box(&snap)).ok());
+        });
+        let evaluate = median_us(runs, || {
+            black_box(scheduler::evaluate(&inst, black_box(&d)));
+        });
+        let decide = median_us(runs, || {
+            black_box(greedy::decide(black_box(&inst)).ok());
+        });
+        let prepared = median_us(runs, || {
+            black_box(scheduler::solve_prepared(black_box(&snap), &opts).ok());
+        });
+        let solve = median_us(runs, || {
+            black_box(scheduler::solve(black_box(&snap), &opts).ok());
+        });
+        println!(
+            "| {seed} | {new:.0} | {evaluate:.0} | {decide:.0} | {prepared:.0} | {solve:.0} |"
+        );
+    }
+    println!();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--fixed") {
+        fixed_costs(&[1, 2, 3], 41);
+        return;
+    }
     let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {
         ((1..=5).collect(), vec![1])
     } else {
@@ -286,4 +352,5 @@ fn main() {
         &big_seeds[..1],
         Some(Duration::from_millis(300)),
     );
+    fixed_costs(&big_seeds, if quick { 11 } else { 41 });
 }
