@@ -32,8 +32,13 @@ use crate::model::Objective;
 /// Name reported in plans.
 pub const NAME: &str = "greedy";
 
-/// Per-server bookkeeping while placing.
+/// Per-server bookkeeping while placing, with the server's limits beside
+/// it (the placement scan reads nothing else).
 struct Fill {
+    /// vCPUs the server may host (cores × overcommit).
+    vcpu_cap: f64,
+    /// Installed memory, GiB.
+    mem_gib: f64,
     vcpus: f64,
     mem: f64,
     fixed_cores: f64,
@@ -82,16 +87,43 @@ fn thermal_cap_cores(inst: &Instance<'_>, s: usize) -> Option<f64> {
     Some(u * f64::from(inst.snap.servers[s].cores))
 }
 
-fn fits(inst: &Instance<'_>, s: usize, f: &Fill, v: usize) -> bool {
-    let srv = &inst.snap.servers[s];
-    let vm = &inst.snap.vms[v];
+/// What a pending VM asks of a server, worked out once for the scan over
+/// the servers.
+struct Need {
+    vcpus: f64,
+    mem_gib: f64,
+    /// Its image and the memory a server that has it already holds, GiB.
+    image: Option<(usize, f64)>,
+    cores: f64,
+}
+
+impl Need {
+    fn of(inst: &Instance<'_>, v: usize) -> Self {
+        let vm = &inst.snap.vms[v];
+        Self {
+            vcpus: f64::from(vm.vcpus),
+            mem_gib: vm.mem_gib,
+            image: inst.vm_image[v].map(|i| (i, inst.snap.images[i].shared_mem_gib)),
+            cores: cores_needed(inst, v),
+        }
+    }
+
+    /// Memory on a server filled as `f` ([`mem_needed`]).
+    fn mem(&self, f: &Fill) -> f64 {
+        match self.image {
+            Some((i, shared)) if f.images.contains(&i) => self.mem_gib - shared,
+            _ => self.mem_gib,
+        }
+    }
+}
+
+fn fits(f: &Fill, need: &Need) -> bool {
     let Some(cap) = f.cap_cores else {
         return false;
     };
-    let cores = f64::from(srv.cores);
-    f.vcpus + f64::from(vm.vcpus) <= cores * inst.snap.policy.cpu_overcommit + EPS
-        && f.mem + mem_needed(inst, f, v) <= srv.mem_gib + EPS
-        && f.reserved_cores + cores_needed(inst, v) <= cap + EPS
+    f.vcpus + need.vcpus <= f.vcpu_cap + EPS
+        && f.mem + need.mem(f) <= f.mem_gib + EPS
+        && f.reserved_cores + need.cores <= cap + EPS
 }
 
 fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
@@ -151,6 +183,8 @@ fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let mut on: Vec<bool> = snap.servers.iter().map(|s| s.on).collect();
     let mut fill: Vec<Fill> = (0..ns)
         .map(|s| Fill {
+            vcpu_cap: f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit,
+            mem_gib: snap.servers[s].mem_gib,
             vcpus: 0.0,
             mem: 0.0,
             fixed_cores: 0.0,
@@ -178,9 +212,7 @@ fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     });
     // Servers that are on, and off ones that may be switched on, each
     // ordered emptiest first (most free vCPUs, then lowest index).
-    let free = |fill: &[Fill], s: usize| {
-        f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
-    };
+    let free = |fill: &[Fill], s: usize| fill[s].vcpu_cap - fill[s].vcpus;
     let key = |fill: &[Fill], s: usize| (Reverse(total_order_key(free(fill, s))), s);
     let mut on_by_free: BTreeSet<(Reverse<i64>, usize)> =
         (0..ns).filter(|&s| on[s]).map(|s| key(&fill, s)).collect();
@@ -189,14 +221,14 @@ fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
         .map(|s| key(&fill, s))
         .collect();
     for v in pending {
-        let vcpus = f64::from(snap.vms[v].vcpus);
+        let need = Need::of(inst, v);
         // The emptiest server that fits: the first that fits in order,
         // stopping where too few vCPUs are free.
         let first_fit = |set: &BTreeSet<(Reverse<i64>, usize)>| {
             set.iter()
                 .map(|&(_, s)| s)
-                .take_while(|&s| free(&fill, s) + EPS >= vcpus)
-                .find(|&s| fits(inst, s, &fill[s], v))
+                .take_while(|&s| free(&fill, s) + EPS >= need.vcpus)
+                .find(|&s| fits(&fill[s], &need))
         };
         let (s, was_off) = match first_fit(&on_by_free) {
             Some(s) => (s, false),
