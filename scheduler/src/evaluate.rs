@@ -204,6 +204,39 @@ fn wrong_shape(inst: &Instance<'_>, d: &Decisions) -> Option<String> {
     })
 }
 
+/// Take off each server's memory what its VMs of one image share: the
+/// image's shared memory (`shared_gib(image)`) is held once per server, not
+/// once per VM. `images` holds the (server, image) of each VM that has one.
+/// Server by server, image by image in index order, as the sums are rounded
+/// — the VMs bucketed by server first, so only each server's few are sorted.
+fn share_images(mem: &mut [f64], images: &[(usize, usize)], shared_gib: impl Fn(usize) -> f64) {
+    if images.is_empty() {
+        return;
+    }
+    let ns = mem.len();
+    // Where each server's images start in `by_server`.
+    let mut start = vec![0usize; ns + 1];
+    for &(s, _) in images {
+        start[s + 1] += 1;
+    }
+    for s in 0..ns {
+        start[s + 1] += start[s];
+    }
+    let mut next = start.clone();
+    let mut by_server = vec![0usize; images.len()];
+    for &(s, i) in images {
+        by_server[next[s]] = i;
+        next[s] += 1;
+    }
+    for (s, m) in mem.iter_mut().enumerate() {
+        let on_server = &mut by_server[start[s]..start[s + 1]];
+        on_server.sort_unstable();
+        for run in on_server.chunk_by(|a, b| a == b) {
+            *m -= (run.len() as f64 - 1.0) * shared_gib(run[0]);
+        }
+    }
+}
+
 /// The evaluation proper, on decisions of the right shape: power of each
 /// server at each step into `power_w` (flat, server-major, zeroed),
 /// utilisation and loop heat into `grids` when given (likewise), the cost
@@ -226,8 +259,7 @@ fn run(
     let mut load = vec![0.0_f64; ns * nt];
     let mut vcpus = vec![0.0_f64; ns];
     let mut mem = vec![0.0_f64; ns];
-    // (server, image) of each VM that has an image; sorted, the runs count
-    // the VMs of one image on one server.
+    // (server, image) of each VM that has an image.
     let mut images: Vec<(usize, usize)> = Vec::new();
     let mut migrations = 0usize;
 
@@ -303,13 +335,7 @@ fn run(
             }
         }
     }
-    // Each image's shared memory counts once per server: in (server, image)
-    // order, as the sums are rounded.
-    images.sort_unstable();
-    for run in images.chunk_by(|a, b| a == b) {
-        let (s, i) = run[0];
-        mem[s] -= (run.len() as f64 - 1.0) * snap.images[i].shared_mem_gib;
-    }
+    share_images(&mut mem, &images, |i| snap.images[i].shared_mem_gib);
     if migrations > snap.policy.max_migrations {
         violations.push(format!(
             "{migrations} migrations, more than the policy's {}",
@@ -538,6 +564,32 @@ mod tests {
     #[should_panic(expected = "row 2 of a grid of 2 rows")]
     fn a_grid_refuses_a_row_it_does_not_have() {
         let _ = &Grid::zeros(2, 0)[2];
+    }
+
+    #[test]
+    fn shared_image_memory_comes_off_in_server_then_image_order() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let shared = |i: usize| 0.1 + 0.37 * i as f64;
+        for _ in 0..50 {
+            let ns = rng.random_range(1..12);
+            let images: Vec<(usize, usize)> = (0..rng.random_range(0..80))
+                .map(|_| (rng.random_range(0..ns), rng.random_range(0..6)))
+                .collect();
+            let start: Vec<f64> = (0..ns).map(|_| rng.random_range(10.0..100.0)).collect();
+            let mut mem = start.clone();
+            share_images(&mut mem, &images, shared);
+            // The rule as a map of counts per (server, image), in its order.
+            let mut counts = BTreeMap::<(usize, usize), usize>::new();
+            for &k in &images {
+                *counts.entry(k).or_default() += 1;
+            }
+            let mut want = start;
+            for ((s, i), n) in counts {
+                want[s] -= (n as f64 - 1.0) * shared(i);
+            }
+            assert_eq!(mem, want);
+        }
     }
 
     /// Greedy's decisions on `inst`, and broken copies of them: servers
