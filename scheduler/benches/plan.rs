@@ -24,8 +24,9 @@
 //! solver: resolving the snapshot (`Instance::new`), one `evaluate`, the
 //! greedy baseline, and a whole greedy plan through `solve_prepared` (the
 //! simulator's entry point) and `solve` (which also validates the snapshot
-//! and writes the plan out by id). Each is the median of many runs, which
-//! a loaded machine disturbs less than a single one.
+//! and writes the plan out by id). Each is the CPU time of the process over
+//! repeated calls (at least a given amount of it) divided by their number:
+//! on a shared machine, CPU time moves much less than wall time.
 //!
 //! Prints markdown tables (for BENCHMARKS.md).
 
@@ -259,21 +260,28 @@ fn scaled(title: &str, spec: fn(u64) -> SiteSpec, seeds: &[u64], time_limit: Opt
     println!();
 }
 
-/// Median wall time of `runs` calls of `f`, µs.
-fn median_us(runs: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
+/// CPU time of one call of `f`, µs: the process's CPU time over calls
+/// repeated until they have used `min_cpu` (after one call to warm up),
+/// divided by their number. `None` where the CPU time cannot be read.
+fn cpu_us_per_call(min_cpu: Duration, mut f: impl FnMut()) -> Option<f64> {
+    f();
+    let before = cpu_time()?;
+    let mut calls = 0u32;
+    loop {
+        f();
+        calls += 1;
+        let spent = cpu_time()?.saturating_sub(before);
+        if spent >= min_cpu {
+            return Some(spent.as_secs_f64() * 1e6 / f64::from(calls));
+        }
+    }
 }
 
-fn fixed_costs(seeds: &[u64], runs: usize) {
-    println!("### Fixed cost per plan (large sites, µs, median of {runs} runs)\n");
+fn fixed_costs(seeds: &[u64], min_cpu: Duration) {
+    println!(
+        "### Fixed cost per plan (large sites, CPU µs per call, over {} ms of calls each)\n",
+        min_cpu.as_millis()
+    );
     println!(
         "| seed | Instance::new | evaluate | greedy::decide | greedy plan, solve_prepared | \
          greedy plan, solve |"
@@ -290,24 +298,26 @@ fn fixed_costs(seeds: &[u64], runs: usize) {
             println!("| {seed} | greedy infeasible | | | | |");
             continue;
         };
-        let new = median_us(runs, || {
+        let new = cpu_us_per_call(min_cpu, || {
             black_box(Instance::new(black_box(&snap)).ok());
         });
-        let evaluate = median_us(runs, || {
+        let evaluate = cpu_us_per_call(min_cpu, || {
             black_box(scheduler::evaluate(&inst, black_box(&d)));
         });
-        let decide = median_us(runs, || {
+        let decide = cpu_us_per_call(min_cpu, || {
             black_box(greedy::decide(black_box(&inst)).ok());
         });
-        let prepared = median_us(runs, || {
+        let prepared = cpu_us_per_call(min_cpu, || {
             black_box(scheduler::solve_prepared(black_box(&snap), &opts).ok());
         });
-        let solve = median_us(runs, || {
+        let solve = cpu_us_per_call(min_cpu, || {
             black_box(scheduler::solve(black_box(&snap), &opts).ok());
         });
-        println!(
-            "| {seed} | {new:.0} | {evaluate:.0} | {decide:.0} | {prepared:.0} | {solve:.0} |"
-        );
+        let row: Vec<String> = [new, evaluate, decide, prepared, solve]
+            .iter()
+            .map(|x| x.map_or_else(|| "–".into(), |x| format!("{x:.0}")))
+            .collect();
+        println!("| {seed} | {} |", row.join(" | "));
     }
     println!();
 }
@@ -315,7 +325,7 @@ fn fixed_costs(seeds: &[u64], runs: usize) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--fixed") {
-        fixed_costs(&[1, 2, 3], 41);
+        fixed_costs(&[1, 2, 3], Duration::from_millis(1000));
         return;
     }
     let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {
@@ -352,5 +362,8 @@ fn main() {
         &big_seeds[..1],
         Some(Duration::from_millis(300)),
     );
-    fixed_costs(&big_seeds, if quick { 11 } else { 41 });
+    fixed_costs(
+        &big_seeds,
+        Duration::from_millis(if quick { 300 } else { 1000 }),
+    );
 }
