@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p phoenix-scheduler --features highs --bench plan            # full
 //! cargo bench -p phoenix-scheduler --features highs --bench plan -- --quick # fewer seeds
+//! cargo bench -p phoenix-scheduler --bench plan -- --fixed                   # fixed costs only
 //! ```
 //!
 //! Sites come from `scheduler::generate` (small 10 servers / 40 VMs, medium
@@ -19,15 +20,24 @@
 //! the process while it planned (all threads: the lower bound is solved on
 //! a second thread), since the machine is shared.
 //!
+//! Last, the fixed cost of every plan on the large sites, whatever the
+//! solver: resolving the snapshot (`Instance::new`), one `evaluate`, the
+//! greedy baseline, and a whole greedy plan through `solve_prepared` (the
+//! simulator's entry point) and `solve` (which also validates the snapshot
+//! and writes the plan out by id). Each is the CPU time of the process over
+//! repeated calls (at least a given amount of it) divided by their number:
+//! on a shared machine, CPU time moves much less than wall time.
+//!
 //! Prints markdown tables (for BENCHMARKS.md).
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use phoenix_scheduler as scheduler;
 
 use scheduler::generate::{generate, SiteSpec};
 use scheduler::model::{Objective, Snapshot};
-use scheduler::{Plan, SolveOptions, SolverKind};
+use scheduler::{greedy, Instance, Plan, SolveOptions, SolverKind};
 
 fn plan(snap: &Snapshot, solver: SolverKind) -> Result<(Plan, Duration), String> {
     plan_within(snap, solver, None).map(|(p, wall, _)| (p, wall))
@@ -250,8 +260,74 @@ fn scaled(title: &str, spec: fn(u64) -> SiteSpec, seeds: &[u64], time_limit: Opt
     println!();
 }
 
+/// CPU time of one call of `f`, µs: the process's CPU time over calls
+/// repeated until they have used `min_cpu` (after one call to warm up),
+/// divided by their number. `None` where the CPU time cannot be read.
+fn cpu_us_per_call(min_cpu: Duration, mut f: impl FnMut()) -> Option<f64> {
+    f();
+    let before = cpu_time()?;
+    let mut calls = 0u32;
+    loop {
+        f();
+        calls += 1;
+        let spent = cpu_time()?.saturating_sub(before);
+        if spent >= min_cpu {
+            return Some(spent.as_secs_f64() * 1e6 / f64::from(calls));
+        }
+    }
+}
+
+fn fixed_costs(seeds: &[u64], min_cpu: Duration) {
+    println!(
+        "### Fixed cost per plan (large sites, CPU µs per call, over {} ms of calls each)\n",
+        min_cpu.as_millis()
+    );
+    println!(
+        "| seed | Instance::new | evaluate | greedy::decide | greedy plan, solve_prepared | \
+         greedy plan, solve |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let opts = SolveOptions {
+        solver: SolverKind::Greedy,
+        ..Default::default()
+    };
+    for &seed in seeds {
+        let snap = generate(&SiteSpec::large(seed));
+        let inst = Instance::new(&snap).expect("generated sites are valid");
+        let Ok(d) = greedy::decide(&inst) else {
+            println!("| {seed} | greedy infeasible | | | | |");
+            continue;
+        };
+        let new = cpu_us_per_call(min_cpu, || {
+            black_box(Instance::new(black_box(&snap)).ok());
+        });
+        let evaluate = cpu_us_per_call(min_cpu, || {
+            black_box(scheduler::evaluate(&inst, black_box(&d)));
+        });
+        let decide = cpu_us_per_call(min_cpu, || {
+            black_box(greedy::decide(black_box(&inst)).ok());
+        });
+        let prepared = cpu_us_per_call(min_cpu, || {
+            black_box(scheduler::solve_prepared(black_box(&snap), &opts).ok());
+        });
+        let solve = cpu_us_per_call(min_cpu, || {
+            black_box(scheduler::solve(black_box(&snap), &opts).ok());
+        });
+        let row: Vec<String> = [new, evaluate, decide, prepared, solve]
+            .iter()
+            .map(|x| x.map_or_else(|| "–".into(), |x| format!("{x:.0}")))
+            .collect();
+        println!("| {seed} | {} |", row.join(" | "));
+    }
+    println!();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--fixed") {
+        fixed_costs(&[1, 2, 3], Duration::from_millis(1000));
+        return;
+    }
     let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {
         ((1..=5).collect(), vec![1])
     } else {
@@ -285,5 +361,9 @@ fn main() {
         SiteSpec::large,
         &big_seeds[..1],
         Some(Duration::from_millis(300)),
+    );
+    fixed_costs(
+        &big_seeds,
+        Duration::from_millis(if quick { 300 } else { 1000 }),
     );
 }

@@ -37,7 +37,8 @@ impl PowerCurve {
     pub fn power_w(&self, u: f64) -> f64 {
         let u = u.clamp(0.0, 1.0);
         let x = u * 10.0;
-        // `x` is in [0, 10] (or NaN): truncation is its floor, without a libm call.
+        // x is in [0, 10] (or NaN, which casts to 0), so truncation is the
+        // floor — without a call to libm's `floor` on every evaluation.
         let i = (x as usize).min(CURVE_POINTS - 2);
         let frac = x - i as f64;
         self.points_w[i] + frac * (self.points_w[i + 1] - self.points_w[i])

@@ -18,20 +18,27 @@
 //! breaks the temperature limit, a batch VM that misses its deadline at full
 //! speed), [`decide`] returns [`PlanError::Infeasible`] saying that the
 //! baseline cannot meet it — the decisions it returns always pass
-//! [`evaluate`].
+//! [`evaluate`]. [`decide_evaluated`] returns that evaluation beside them,
+//! for callers that need it (the baseline is evaluated once per plan).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 use crate::error::PlanError;
-use crate::evaluate::{evaluate, Decisions};
+use crate::evaluate::{self, evaluate, Decisions, Evaluation};
 use crate::instance::{Instance, EPS};
+use crate::model::Objective;
 
 /// Name reported in plans.
 pub const NAME: &str = "greedy";
 
-/// Per-server bookkeeping while placing.
+/// Per-server bookkeeping while placing, with the server's limits beside
+/// it (the placement scan reads nothing else).
 struct Fill {
+    /// vCPUs the server may host (cores × overcommit).
+    vcpu_cap: f64,
+    /// Installed memory, GiB.
+    mem_gib: f64,
     vcpus: f64,
     mem: f64,
     fixed_cores: f64,
@@ -80,16 +87,43 @@ fn thermal_cap_cores(inst: &Instance<'_>, s: usize) -> Option<f64> {
     Some(u * f64::from(inst.snap.servers[s].cores))
 }
 
-fn fits(inst: &Instance<'_>, s: usize, f: &Fill, v: usize) -> bool {
-    let srv = &inst.snap.servers[s];
-    let vm = &inst.snap.vms[v];
+/// What a pending VM asks of a server, worked out once for the scan over
+/// the servers.
+struct Need {
+    vcpus: f64,
+    mem_gib: f64,
+    /// Its image and the memory a server that has it already holds, GiB.
+    image: Option<(usize, f64)>,
+    cores: f64,
+}
+
+impl Need {
+    fn of(inst: &Instance<'_>, v: usize) -> Self {
+        let vm = &inst.snap.vms[v];
+        Self {
+            vcpus: f64::from(vm.vcpus),
+            mem_gib: vm.mem_gib,
+            image: inst.vm_image[v].map(|i| (i, inst.snap.images[i].shared_mem_gib)),
+            cores: cores_needed(inst, v),
+        }
+    }
+
+    /// Memory on a server filled as `f` ([`mem_needed`]).
+    fn mem(&self, f: &Fill) -> f64 {
+        match self.image {
+            Some((i, shared)) if f.images.contains(&i) => self.mem_gib - shared,
+            _ => self.mem_gib,
+        }
+    }
+}
+
+fn fits(f: &Fill, need: &Need) -> bool {
     let Some(cap) = f.cap_cores else {
         return false;
     };
-    let cores = f64::from(srv.cores);
-    f.vcpus + f64::from(vm.vcpus) <= cores * inst.snap.policy.cpu_overcommit + EPS
-        && f.mem + mem_needed(inst, f, v) <= srv.mem_gib + EPS
-        && f.reserved_cores + cores_needed(inst, v) <= cap + EPS
+    f.vcpus + need.vcpus <= f.vcpu_cap + EPS
+        && f.mem + need.mem(f) <= f.mem_gib + EPS
+        && f.reserved_cores + need.cores <= cap + EPS
 }
 
 fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
@@ -106,6 +140,42 @@ fn add(inst: &Instance<'_>, f: &mut Fill, v: usize) {
 
 /// Build the baseline decisions.
 pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
+    decide_costed(inst).map(|(d, _)| d)
+}
+
+/// The baseline decisions and their evaluation: [`decide`] without
+/// evaluating them again.
+pub fn decide_evaluated(inst: &Instance<'_>) -> Result<(Decisions, Evaluation), PlanError> {
+    let d = build(inst)?;
+    let ev = evaluate(inst, &d);
+    refuse_broken(&ev.violations)?;
+    Ok((d, ev))
+}
+
+/// The baseline decisions and their cost, checked as [`decide`] checks
+/// them, without laying out their power and heat: for callers that only
+/// compare costs (the optimiser's safeguard).
+pub(crate) fn decide_costed(inst: &Instance<'_>) -> Result<(Decisions, Objective), PlanError> {
+    let d = build(inst)?;
+    let (objective, violations) = evaluate::check(inst, &d);
+    refuse_broken(&violations)?;
+    Ok((d, objective))
+}
+
+/// The baseline's habits cannot repair what they break: say which rules.
+fn refuse_broken(violations: &[String]) -> Result<(), PlanError> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::infeasible(format!(
+        "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
+         cannot meet: {}",
+        violations.join("; ")
+    )))
+}
+
+/// The baseline decisions, not yet checked against the model.
+fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let snap = inst.snap;
     let ns = inst.n_servers();
     let nv = inst.n_vms();
@@ -113,6 +183,8 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     let mut on: Vec<bool> = snap.servers.iter().map(|s| s.on).collect();
     let mut fill: Vec<Fill> = (0..ns)
         .map(|s| Fill {
+            vcpu_cap: f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit,
+            mem_gib: snap.servers[s].mem_gib,
             vcpus: 0.0,
             mem: 0.0,
             fixed_cores: 0.0,
@@ -140,9 +212,7 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
     });
     // Servers that are on, and off ones that may be switched on, each
     // ordered emptiest first (most free vCPUs, then lowest index).
-    let free = |fill: &[Fill], s: usize| {
-        f64::from(snap.servers[s].cores) * snap.policy.cpu_overcommit - fill[s].vcpus
-    };
+    let free = |fill: &[Fill], s: usize| fill[s].vcpu_cap - fill[s].vcpus;
     let key = |fill: &[Fill], s: usize| (Reverse(total_order_key(free(fill, s))), s);
     let mut on_by_free: BTreeSet<(Reverse<i64>, usize)> =
         (0..ns).filter(|&s| on[s]).map(|s| key(&fill, s)).collect();
@@ -151,14 +221,14 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
         .map(|s| key(&fill, s))
         .collect();
     for v in pending {
-        let vcpus = f64::from(snap.vms[v].vcpus);
+        let need = Need::of(inst, v);
         // The emptiest server that fits: the first that fits in order,
         // stopping where too few vCPUs are free.
         let first_fit = |set: &BTreeSet<(Reverse<i64>, usize)>| {
             set.iter()
                 .map(|&(_, s)| s)
-                .take_while(|&s| free(&fill, s) + EPS >= vcpus)
-                .find(|&s| fits(inst, s, &fill[s], v))
+                .take_while(|&s| free(&fill, s) + EPS >= need.vcpus)
+                .find(|&s| fits(&fill[s], &need))
         };
         let (s, was_off) = match first_fit(&on_by_free) {
             Some(s) => (s, false),
@@ -196,33 +266,45 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
             }
         })
         .collect();
-    let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); ns];
-    for v in (0..nv).filter(|&v| inst.is_batch(v)) {
-        by_server[host[v]].push(v);
+    // Batch VMs by server, each server's in the order `run_batch` serves
+    // them (deadline, then id).
+    let mut batch: Vec<usize> = (0..nv).filter(|&v| inst.is_batch(v)).collect();
+    batch.sort_by(|&a, &b| {
+        host[a]
+            .cmp(&host[b])
+            .then(snap.vms[a].deadline.cmp(&snap.vms[b].deadline))
+            .then(snap.vms[a].id.cmp(&snap.vms[b].id))
+    });
+    let mut scratch = BatchScratch::default();
+    for vms in batch.chunk_by(|&a, &b| host[a] == host[b]) {
+        let s = host[vms[0]];
+        let cap = fill[s].cap_cores.unwrap_or(0.0);
+        run_batch(
+            inst,
+            vms,
+            cap - fill[s].fixed_cores,
+            &mut batch_cores,
+            &mut scratch,
+        );
     }
-    for (s, vms) in by_server.iter_mut().enumerate() {
-        if !vms.is_empty() {
-            let cap = fill[s].cap_cores.unwrap_or(0.0);
-            run_batch(inst, vms, cap - fill[s].fixed_cores, &mut batch_cores);
-        }
-    }
-    let d = Decisions {
+    Ok(Decisions {
         host,
         on,
         batch_cores,
-    };
-    let ev = evaluate(inst, &d);
-    if !ev.is_feasible() {
-        return Err(PlanError::infeasible(format!(
-            "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
-             cannot meet: {}",
-            ev.violations.join("; ")
-        )));
-    }
-    Ok(d)
+    })
 }
 
-/// Schedule the batch VMs `vms` of one server as soon as possible. Each
+/// Per-VM work left while [`run_batch`] schedules one server, kept from
+/// one server to the next.
+#[derive(Default)]
+struct BatchScratch {
+    left: Vec<f64>,
+    left_required: Vec<f64>,
+    grant: Vec<f64>,
+}
+
+/// Schedule the batch VMs `vms` of one server, in order of deadline then
+/// id, as soon as possible. Each
 /// step, the cores the temperature limit leaves beside the interactive load
 /// (`batch_room`) are shared as a batch system with guaranteed shares
 /// does: first every VM gets the pace that finishes its required work by its
@@ -232,21 +314,24 @@ pub fn decide(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
 /// slowing is the temperature limit's.
 fn run_batch(
     inst: &Instance<'_>,
-    vms: &mut [usize],
+    vms: &[usize],
     batch_room: f64,
     batch_cores: &mut [Vec<f64>],
+    scratch: &mut BatchScratch,
 ) {
     let snap = inst.snap;
-    vms.sort_by(|&a, &b| {
-        snap.vms[a]
-            .deadline
-            .cmp(&snap.vms[b].deadline)
-            .then(snap.vms[a].id.cmp(&snap.vms[b].id))
-    });
     let step_h = inst.step_h();
-    let mut left: Vec<f64> = vms.iter().map(|&v| inst.batch_max_core_h[v]).collect();
-    let mut left_required: Vec<f64> = vms.iter().map(|&v| inst.batch_min_core_h[v]).collect();
-    let mut grant = vec![0.0; vms.len()];
+    let BatchScratch {
+        left,
+        left_required,
+        grant,
+    } = scratch;
+    left.clear();
+    left.extend(vms.iter().map(|&v| inst.batch_max_core_h[v]));
+    left_required.clear();
+    left_required.extend(vms.iter().map(|&v| inst.batch_min_core_h[v]));
+    grant.clear();
+    grant.resize(vms.len(), 0.0);
     for t in 0..inst.steps() {
         let mut headroom = batch_room.max(0.0);
         let full_speed =
@@ -258,11 +343,11 @@ fn run_batch(
             } else {
                 left_required[k] / (steps_left as f64 * step_h)
             };
-            grant[k] = pace.min(full_speed(k, v, &left)).min(headroom).max(0.0);
+            grant[k] = pace.min(full_speed(k, v, left)).min(headroom).max(0.0);
             headroom -= grant[k];
         }
         for (k, &v) in vms.iter().enumerate() {
-            let more = (full_speed(k, v, &left) - grant[k]).min(headroom).max(0.0);
+            let more = (full_speed(k, v, left) - grant[k]).min(headroom).max(0.0);
             grant[k] += more;
             headroom -= more;
         }

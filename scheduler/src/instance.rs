@@ -6,8 +6,16 @@
 //!   and a utilisation cap per server (`u_max`), since P is non-decreasing;
 //! - for each batch VM, the steps that end at or before its deadline and the
 //!   minimum work of the horizon, `W·min(1, horizon_s/(deadline − now))`.
+//!
+//! Ids are resolved through [`IdIndex`] maps keyed by the snapshot's own
+//! strings (no id is copied) with FxHash, not SipHash: the simulator builds an
+//! instance per plan, tens of thousands of times a year, and the ids are its
+//! own, not an attacker's. The VM map, which no solver needs, is built only
+//! when asked for ([`Instance::vm_index`]).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxBuildHasher;
 
 use crate::curve::PowerCurve;
 use crate::error::PlanError;
@@ -15,6 +23,19 @@ use crate::model::{Snapshot, VmKind};
 
 /// Relative tolerance used by feasibility checks.
 pub const EPS: f64 = 1e-6;
+
+/// Index of each id in one of a snapshot's lists.
+pub type IdIndex<'a> = HashMap<&'a str, usize, FxBuildHasher>;
+
+/// `ids` (in list order) mapped to their indices; a repeated id keeps its
+/// last index.
+fn index_of<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> IdIndex<'a> {
+    let mut map = IdIndex::with_capacity_and_hasher(ids.len(), FxBuildHasher);
+    for (i, id) in ids.enumerate() {
+        map.insert(id, i);
+    }
+    map
+}
 
 /// A snapshot with ids resolved to indices.
 #[derive(Debug, Clone)]
@@ -43,38 +64,15 @@ pub struct Instance<'a> {
     /// For batch VMs: the most work that counts (the remaining work), core-hours.
     pub batch_max_core_h: Vec<f64>,
     /// Index of each server id.
-    pub server_index: HashMap<&'a str, usize>,
-    /// Index of each VM id.
-    pub vm_index: HashMap<&'a str, usize>,
+    pub server_index: IdIndex<'a>,
 }
 
 impl<'a> Instance<'a> {
     /// Resolve a (validated) snapshot.
     pub fn new(snap: &'a Snapshot) -> Result<Self, PlanError> {
-        let server_index: HashMap<&str, usize> = snap
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
-        let vm_index: HashMap<&str, usize> = snap
-            .vms
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.id.as_str(), i))
-            .collect();
-        let loop_index: HashMap<&str, usize> = snap
-            .loops
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.id.as_str(), i))
-            .collect();
-        let image_index: HashMap<&str, usize> = snap
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, im)| (im.id.as_str(), i))
-            .collect();
+        let server_index = index_of(snap.servers.iter().map(|s| s.id.as_str()));
+        let loop_index = index_of(snap.loops.iter().map(|l| l.id.as_str()));
+        let image_index = index_of(snap.images.iter().map(|im| im.id.as_str()));
 
         let mut curve = Vec::with_capacity(snap.servers.len());
         let mut server_loop = Vec::with_capacity(snap.servers.len());
@@ -173,8 +171,14 @@ impl<'a> Instance<'a> {
             batch_min_core_h,
             batch_max_core_h,
             server_index,
-            vm_index,
         })
+    }
+
+    /// Index of each VM id, built on each call (keep it where it is used
+    /// more than once): no solver needs it, so [`Instance::new`] does not
+    /// pay for it.
+    pub fn vm_index(&self) -> IdIndex<'a> {
+        index_of(self.snap.vms.iter().map(|v| v.id.as_str()))
     }
 
     /// Number of servers.

@@ -149,8 +149,14 @@ fn solve_instance(
     carry: Option<&mut optimizer::Carry>,
 ) -> Result<Solution, PlanError> {
     validate::check_feasible(inst)?;
-    let (decisions, name, lower_bound) = match opts.solver {
-        SolverKind::Greedy => (greedy::decide(inst)?, greedy::NAME, None),
+    // Greedy and the optimiser evaluate their decisions already (the
+    // optimiser beside the baseline's cost): that evaluation is reused.
+    let (decisions, ev, name, lower_bound, baseline) = match opts.solver {
+        SolverKind::Greedy => {
+            let (d, ev) = greedy::decide_evaluated(inst)?;
+            let cost = ev.objective.cost;
+            (d, ev, greedy::NAME, None, Some(cost))
+        }
         SolverKind::Optimizer => {
             let settings = optimizer::Settings {
                 deadline: opts.time_limit.map(|d| started + d),
@@ -160,15 +166,22 @@ fn solve_instance(
                 Some(c) => optimizer::decide_carried(inst, &settings, c)?,
                 None => optimizer::decide_with(inst, &settings)?,
             };
-            (out.decisions, optimizer::NAME, out.lower_bound)
+            let name = optimizer::NAME;
+            (
+                out.decisions,
+                out.evaluation,
+                name,
+                out.lower_bound,
+                out.baseline_cost,
+            )
         }
         SolverKind::Exact => {
             let limit = opts.time_limit.map(|d| d.saturating_sub(started.elapsed()));
             let out = exact::solve(inst, exact::Backend::default(), limit)?;
-            (out.decisions, exact::NAME, out.best_bound)
+            let ev = evaluate(inst, &out.decisions);
+            (out.decisions, ev, exact::NAME, out.best_bound, None)
         }
     };
-    let ev = evaluate(inst, &decisions);
     if !ev.is_feasible() {
         return Err(PlanError::Solver(format!(
             "{name} produced a plan that breaks the model: {}",
@@ -178,13 +191,10 @@ fn solve_instance(
     let solve_ms = started.elapsed().as_secs_f64() * 1000.0;
     let baseline_cost = if !opts.with_baseline {
         None
-    } else if opts.solver == SolverKind::Greedy {
-        Some(ev.objective.cost)
+    } else if opts.solver == SolverKind::Exact {
+        greedy::decide_costed(inst).ok().map(|(_, o)| o.cost)
     } else {
-        greedy::decide(inst).ok().and_then(|d| {
-            let e = evaluate(inst, &d);
-            e.is_feasible().then_some(e.objective.cost)
-        })
+        baseline
     };
     Ok(Solution {
         decisions,
@@ -194,4 +204,52 @@ fn solve_instance(
         baseline_cost,
         solve_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, SiteSpec};
+
+    #[test]
+    fn a_solution_carries_the_evaluation_of_its_own_decisions() {
+        for solver in [SolverKind::Greedy, SolverKind::Optimizer] {
+            for seed in [1, 5] {
+                let snap = generate(&SiteSpec::small(seed));
+                let opts = SolveOptions {
+                    solver,
+                    skip_lower_bound: true,
+                    ..SolveOptions::default()
+                };
+                let s = solve_prepared(&snap, &opts).unwrap();
+                let inst = Instance::new(&snap).unwrap();
+                assert_eq!(s.evaluation, evaluate(&inst, &s.decisions));
+            }
+        }
+    }
+
+    #[test]
+    fn the_baseline_cost_is_the_cost_of_greedys_plan_whatever_the_solver() {
+        for seed in [1, 2, 3] {
+            let snap = generate(&SiteSpec::small(seed));
+            let inst = Instance::new(&snap).unwrap();
+            let greedy_cost = evaluate(&inst, &greedy::decide(&inst).unwrap())
+                .objective
+                .cost;
+            for solver in [SolverKind::Greedy, SolverKind::Optimizer] {
+                let opts = SolveOptions {
+                    solver,
+                    with_baseline: true,
+                    skip_lower_bound: true,
+                    ..SolveOptions::default()
+                };
+                let s = solve_prepared(&snap, &opts).unwrap();
+                assert_eq!(
+                    s.baseline_cost,
+                    Some(greedy_cost),
+                    "{solver:?}, seed {seed}"
+                );
+            }
+        }
+    }
 }

@@ -29,7 +29,7 @@ mod state;
 use std::time::Instant;
 
 use crate::error::PlanError;
-use crate::evaluate::{evaluate, Decisions};
+use crate::evaluate::{evaluate, Decisions, Evaluation};
 use crate::instance::Instance;
 
 use state::{Ctx, State, UNPLACED};
@@ -45,6 +45,11 @@ pub const NAME: &str = "optimizer";
 pub struct Outcome {
     /// The decisions (feasible under the model).
     pub decisions: Decisions,
+    /// Their evaluation.
+    pub evaluation: Evaluation,
+    /// The greedy baseline's cost, which the optimiser compares its plan
+    /// with; `None` where the baseline has no feasible plan.
+    pub baseline_cost: Option<f64>,
     /// A proven lower bound on the optimal cost, when known.
     pub lower_bound: Option<f64>,
 }
@@ -152,22 +157,27 @@ fn decide_inner(
         let bound = settings
             .lower_bound
             .then(|| scope.spawn(|| bound::lower_bound(inst)));
-        let decisions = search_plan(inst, settings.deadline, carry);
+        let searched = search_plan(inst, settings.deadline, carry);
         // The bound's thread only solves an LP; should it panic, report no bound.
         let lower_bound = bound.and_then(|h| h.join().ok().flatten());
+        let (decisions, evaluation, baseline_cost) = searched?;
         Ok(Outcome {
-            decisions: decisions?,
+            decisions,
+            evaluation,
+            baseline_cost,
             lower_bound,
         })
     })
 }
 
-/// The search's plan, or the greedy baseline's where that costs less.
+/// The search's plan, or the greedy baseline's where that costs less, with
+/// its evaluation and the baseline's cost (`None` where the baseline has no
+/// feasible plan).
 fn search_plan(
     inst: &Instance<'_>,
     deadline: Option<Instant>,
     carry: Option<&mut Carry>,
-) -> Result<Decisions, PlanError> {
+) -> Result<(Decisions, Evaluation, Option<f64>), PlanError> {
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
     let mut carry = carry;
@@ -182,24 +192,28 @@ fn search_plan(
     if let Some(c) = carry {
         c.record(&st.skip_switch_off, &st.switch_off_failed);
     }
-    let mut decisions = to_decisions(&ctx, &st)?;
-    let mut ev = evaluate(inst, &decisions);
+    let decisions = to_decisions(&ctx, &st)?;
+    let ev = evaluate(inst, &decisions);
     // Safeguard: never return more than the baseline would cost when the
-    // baseline's plan is feasible (it almost never wins; see the tests).
-    if let Ok(g) = crate::greedy::decide(inst) {
-        let gev = evaluate(inst, &g);
-        if gev.is_feasible() && gev.objective.cost < ev.objective.cost {
-            decisions = g;
-            ev = gev;
+    // baseline's plan is feasible (it almost never wins; see the tests). Its
+    // cost is all the comparison needs; it is laid out in full only when it
+    // wins.
+    let baseline = crate::greedy::decide_costed(inst).ok();
+    let baseline_cost = baseline.as_ref().map(|(_, o)| o.cost);
+    let (decisions, ev) = match baseline {
+        Some((g, o)) if o.cost < ev.objective.cost => {
+            let gev = evaluate(inst, &g);
+            (g, gev)
         }
-    }
+        _ => (decisions, ev),
+    };
     if !ev.is_feasible() {
         return Err(PlanError::Solver(format!(
             "optimizer built a plan that breaks the model: {}",
             ev.violations.join("; ")
         )));
     }
-    Ok(decisions)
+    Ok((decisions, ev, baseline_cost))
 }
 
 fn to_decisions(ctx: &Ctx<'_>, st: &State) -> Result<Decisions, PlanError> {
