@@ -457,38 +457,19 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// The implementation before [`Flow`] (a graph allocated per call, adjacency
-/// lists of edge ids), kept as the oracle the tests compare [`Flow`] with:
-/// both must give the same schedules to the bit.
+/// lists of edge ids, every arc scanned), kept as the oracle the tests
+/// compare [`Flow`] with: both must give the same schedules to the bit.
 #[cfg(test)]
 mod reference {
     use super::{BatchJob, Segment, BIG, TOL};
 
     /// Lower convex envelope of the points `(x, y)` (sorted by `x`), as segments
-    /// from the first point.
+    /// from the first point, in a vector of its own as the old `State::plan`
+    /// had it (the envelope's algorithm is unchanged: it is shared).
     pub(super) fn convex_segments(points: &[(f64, f64)]) -> Vec<Segment> {
-        let mut hull: Vec<(f64, f64)> = Vec::with_capacity(points.len());
-        for &p in points {
-            if hull.last().is_some_and(|&(lx, _)| p.0 <= lx + 1e-12) {
-                continue; // callers pass distinct abscissae; ignore repeats
-            }
-            while hull.len() >= 2 {
-                let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-                // Drop b when it lies on or above the chord a→p.
-                let cross = (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0);
-                if cross <= 0.0 {
-                    hull.pop();
-                } else {
-                    break;
-                }
-            }
-            hull.push(p);
-        }
-        hull.windows(2)
-            .map(|w| Segment {
-                len: w[1].0 - w[0].0,
-                slope: (w[1].1 - w[0].1) / (w[1].0 - w[0].0),
-            })
-            .collect()
+        let mut out = Vec::new();
+        super::convex_segments_into(points, &mut Vec::new(), &mut out);
+        out
     }
 
     struct Graph {
