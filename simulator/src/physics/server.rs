@@ -11,7 +11,9 @@
 //!
 //! Servers are cut into fixed chunks of [`CHUNK`] processed in parallel
 //! (rayon); partial sums come back per chunk and are added in chunk order, so
-//! results do not depend on the number of threads.
+//! results do not depend on the number of threads. Within a chunk, two
+//! servers advance side by side (their temperature chains overlap), each
+//! step adding their powers in server order.
 
 use rayon::prelude::*;
 use scheduler::curve::PowerCurve;
