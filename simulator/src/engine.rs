@@ -88,6 +88,26 @@ struct Active {
     planned: Vec<f64>,
 }
 
+impl Active {
+    /// An entry standing for no job (kept only while a list is rebuilt).
+    fn placeholder() -> Self {
+        Self {
+            job: 0,
+            kind: VmKind::Batch,
+            vcpus: 0.0,
+            load: 0.0,
+            mem_gib: 0.0,
+            host: None,
+            shown_host: None,
+            left_core_h: 0.0,
+            deadline: None,
+            missed: false,
+            grant: 0.0,
+            planned: Vec::new(),
+        }
+    }
+}
+
 /// The deadline a plan sees for a batch job: its own, or — once the job's
 /// slack (whole periods to its deadline less the periods it needs at full
 /// speed) falls below one horizon — the time it needs at full speed plus one
@@ -470,20 +490,7 @@ impl<'a> Engine<'a> {
                 planned: Vec::new(),
             }),
             &at,
-            || Active {
-                job: 0,
-                kind: VmKind::Batch,
-                vcpus: 0.0,
-                load: 0.0,
-                mem_gib: 0.0,
-                host: None,
-                shown_host: None,
-                left_core_h: 0.0,
-                deadline: None,
-                missed: false,
-                grant: 0.0,
-                planned: Vec::new(),
-            },
+            Active::placeholder,
         );
         if self.sc.sim.scheduler != SchedulerKind::None {
             update_sorted(
@@ -1203,18 +1210,8 @@ mod tests {
 
     fn hosted(host: Option<usize>) -> Active {
         Active {
-            job: 0,
-            kind: VmKind::Interactive,
-            vcpus: 1.0,
-            load: 0.5,
-            mem_gib: 1.0,
             host,
-            shown_host: None,
-            left_core_h: 0.0,
-            deadline: None,
-            missed: false,
-            grant: 0.0,
-            planned: Vec::new(),
+            ..Active::placeholder()
         }
     }
 

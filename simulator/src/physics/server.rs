@@ -11,7 +11,9 @@
 //!
 //! Servers are cut into fixed chunks of [`CHUNK`] processed in parallel
 //! (rayon); partial sums come back per chunk and are added in chunk order, so
-//! results do not depend on the number of threads.
+//! results do not depend on the number of threads. Within a chunk, two
+//! servers advance side by side (their temperature chains overlap), each
+//! step adding their powers in server order.
 
 use rayon::prelude::*;
 use scheduler::curve::PowerCurve;
@@ -148,11 +150,41 @@ impl ServerBank {
         let chunk = |(c, (temps, outs)): (usize, (&mut [f64], &mut [ServerPeriod]))| {
             let mut acc = vec![0.0; steps * width];
             let base = c * CHUNK;
-            for (j, (temp, out)) in temps.iter_mut().zip(outs.iter_mut()).enumerate() {
+            let server = |j: usize, temp: f64| {
                 let s = base + j;
-                let g = &groups[group[s]];
-                let decay = inp.decay[group[s]];
-                *out = step_server(g, decay, on[s], ic[s], bc[s], temp, inp, &mut acc, width);
+                ServerStep::new(
+                    &groups[group[s]],
+                    inp.decay[group[s]],
+                    on[s],
+                    ic[s],
+                    bc[s],
+                    temp,
+                )
+            };
+            // Two servers side by side, so that their temperature chains
+            // overlap; each row still adds the first server's power, then
+            // the second's.
+            let pairs = temps.len() / 2;
+            for j in (0..pairs).map(|q| 2 * q) {
+                let (mut a, mut b) = (server(j, temps[j]), server(j + 1, temps[j + 1]));
+                for (&f, row) in inp.load_factor.iter().zip(acc.chunks_exact_mut(width)) {
+                    let (pa, pb) = (a.step(f), b.step(f));
+                    row[0] = row[0] + pa + pb;
+                    a.recover(pa, row);
+                    b.recover(pb, row);
+                }
+                (temps[j], outs[j]) = a.finish(inp.dt_s);
+                (temps[j + 1], outs[j + 1]) = b.finish(inp.dt_s);
+            }
+            if temps.len() % 2 == 1 {
+                let j = temps.len() - 1;
+                let mut a = server(j, temps[j]);
+                for (&f, row) in inp.load_factor.iter().zip(acc.chunks_exact_mut(width)) {
+                    let pa = a.step(f);
+                    row[0] += pa;
+                    a.recover(pa, row);
+                }
+                (temps[j], outs[j]) = a.finish(inp.dt_s);
             }
             acc
         };
@@ -193,92 +225,144 @@ fn min(a: f64, b: f64) -> f64 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn step_server(
-    g: &GroupPhysics,
+/// One server through a period, a physics step at a time.
+#[derive(Debug, Clone, Copy)]
+struct ServerStep<'a> {
+    g: &'a GroupPhysics,
+    pts: &'a [f64; 11],
     decay: f64,
     on: bool,
     interactive_cores: f64,
     batch_cores: f64,
-    temp: &mut f64,
-    inp: PeriodInput<'_>,
-    acc: &mut [f64],
-    width: usize,
-) -> ServerPeriod {
-    let dt = inp.dt_s;
-    let pts = g.curve.points_w();
-    // Utilisation in tenths (the curve's index space) per core of demand.
-    let tenths_per_core = 10.0 / g.cores;
-    // The model's thresholds and constants, each computed once.
-    let avail = g.u_cap * g.cores;
-    let short_capped = avail + 1e-9;
-    let short_free = g.cores + 1e-9;
-    let capped_tenths = g.u_cap * 10.0;
-    let hot_c = g.temp_limit_c + 1e-9;
-    let mut t = *temp;
-    let mut max_t = t;
-    let mut energy_w = 0.0;
-    let mut util_tenths = 0.0;
-    let mut batch_served = 0.0;
-    let mut sla_steps = 0u32;
-    let mut hot_steps = 0u32;
-    let mut p = g.off_w;
-    for (k, &f) in inp.load_factor.iter().enumerate() {
-        if on {
+    /// Utilisation in tenths (the curve's index space) per core of demand.
+    tenths_per_core: f64,
+    /// Cores available under the cap.
+    avail: f64,
+    /// Thresholds of an interactive shortfall, capped and not.
+    short_capped: f64,
+    short_free: f64,
+    /// Utilisation of a capped step, in tenths.
+    capped_tenths: f64,
+    /// Temperature above which a step is too hot.
+    hot_c: f64,
+    t: f64,
+    max_t: f64,
+    energy_w: f64,
+    util_tenths: f64,
+    batch_served: f64,
+    sla_steps: u32,
+    hot_steps: u32,
+    p: f64,
+}
+
+impl<'a> ServerStep<'a> {
+    fn new(
+        g: &'a GroupPhysics,
+        decay: f64,
+        on: bool,
+        interactive_cores: f64,
+        batch_cores: f64,
+        temp_c: f64,
+    ) -> Self {
+        let avail = g.u_cap * g.cores;
+        Self {
+            g,
+            pts: g.curve.points_w(),
+            decay,
+            on,
+            interactive_cores,
+            batch_cores,
+            tenths_per_core: 10.0 / g.cores,
+            avail,
+            short_capped: avail + 1e-9,
+            short_free: g.cores + 1e-9,
+            capped_tenths: g.u_cap * 10.0,
+            hot_c: g.temp_limit_c + 1e-9,
+            t: temp_c,
+            max_t: temp_c,
+            energy_w: 0.0,
+            util_tenths: 0.0,
+            batch_served: 0.0,
+            sla_steps: 0,
+            hot_steps: 0,
+            p: g.off_w,
+        }
+    }
+
+    /// One step at interactive load factor `f`: the power drawn, W.
+    #[inline(always)]
+    fn step(&mut self, f: f64) -> f64 {
+        let g = self.g;
+        let pts = self.pts;
+        let (interactive_cores, batch_cores) = (self.interactive_cores, self.batch_cores);
+        if self.on {
             let inter = interactive_cores * f;
-            let x = min((inter + batch_cores) * tenths_per_core, 10.0);
+            let x = min((inter + batch_cores) * self.tenths_per_core, 10.0);
             // 0 ≤ x ≤ 10: the segment of the curve, 0–9.
             let i = ((x as i32).min(9)) as usize;
             let p_dem = pts[i] + (x - i as f64) * (pts[i + 1] - pts[i]);
             if p_dem > g.cap_w {
                 // Capped: interactive first, batch gets what is left.
-                p = g.cap_w;
-                if inter > short_capped {
-                    sla_steps += 1;
+                self.p = g.cap_w;
+                let avail = self.avail;
+                if inter > self.short_capped {
+                    self.sla_steps += 1;
                 }
                 if batch_cores > 0.0 {
-                    batch_served += min(avail - min(inter, avail), batch_cores) / batch_cores;
+                    self.batch_served += min(avail - min(inter, avail), batch_cores) / batch_cores;
                 } else {
-                    batch_served += 1.0;
+                    self.batch_served += 1.0;
                 }
-                util_tenths += capped_tenths;
+                self.util_tenths += self.capped_tenths;
             } else {
-                p = p_dem;
-                if inter > short_free {
-                    sla_steps += 1;
+                self.p = p_dem;
+                if inter > self.short_free {
+                    self.sla_steps += 1;
                 }
-                batch_served += if batch_cores > 0.0 {
+                self.batch_served += if batch_cores > 0.0 {
                     min(g.cores - min(inter, g.cores), batch_cores) / batch_cores
                 } else {
                     1.0
                 };
-                util_tenths += x;
+                self.util_tenths += x;
             }
         }
+        let p = self.p;
         let steady = g.inlet_c + g.r_k_per_w * p;
-        t = steady + (t - steady) * decay;
-        if t > hot_c {
-            hot_steps += 1;
+        self.t = steady + (self.t - steady) * self.decay;
+        if self.t > self.hot_c {
+            self.hot_steps += 1;
         }
-        if t > max_t {
-            max_t = t;
+        if self.t > self.max_t {
+            self.max_t = self.t;
         }
-        energy_w += p;
-        let row = k * width;
-        acc[row] += p;
-        if let Some(l) = g.heat_loop {
-            acc[row + 1 + l] += g.recovery * p;
+        self.energy_w += p;
+        p
+    }
+
+    /// Add the heat recovered from power `p` to its loop's entry of `row`
+    /// (`[IT W, loop 0 W, …]`).
+    #[inline(always)]
+    fn recover(&self, p: f64, row: &mut [f64]) {
+        if let Some(l) = self.g.heat_loop {
+            row[1 + l] += self.g.recovery * p;
         }
     }
-    *temp = t;
-    ServerPeriod {
-        energy_j: energy_w * dt,
-        util_s: util_tenths * 0.1 * dt,
-        batch_served_s: if on { batch_served * dt } else { 0.0 },
-        sla_s: f64::from(sla_steps) * dt,
-        thermal_s: f64::from(hot_steps) * dt,
-        max_temp_c: max_t,
-        last_power_w: p,
+
+    /// The temperature at the end and what the server did.
+    fn finish(&self, dt: f64) -> (f64, ServerPeriod) {
+        (
+            self.t,
+            ServerPeriod {
+                energy_j: self.energy_w * dt,
+                util_s: self.util_tenths * 0.1 * dt,
+                batch_served_s: if self.on { self.batch_served * dt } else { 0.0 },
+                sla_s: f64::from(self.sla_steps) * dt,
+                thermal_s: f64::from(self.hot_steps) * dt,
+                max_temp_c: self.max_t,
+                last_power_w: self.p,
+            },
+        )
     }
 }
 
