@@ -93,9 +93,71 @@ pub struct Carry {
     /// Per server: switch-offs that failed in a row, and plans still to
     /// skip before the next try.
     backoff: Vec<(u32, u32)>,
+    /// Plans recorded (staggers the batch re-solves between servers).
+    plans: u64,
+    /// The last plan's start, step length (s) and steps.
+    batch_horizon: Option<(chrono::DateTime<chrono::Utc>, f64, usize)>,
+    /// The last plan's batch cores per step, by VM id.
+    batch: std::collections::HashMap<String, Vec<f64>>,
 }
 
+/// On large sites with a carry, a server's batch work is solved afresh at
+/// least every this many plans (staggered by server); in between, the
+/// schedule the last plan gave it is kept, shifted by the time passed and
+/// topped up where the work now required exceeds it, whenever that still
+/// meets every rule.
+pub const BATCH_RESOLVE_PLANS: u64 = 4;
+
 impl Carry {
+    /// The last plan's batch schedule of each VM of `inst`, shifted to this
+    /// plan's start (the steps past the old horizon empty); `None` for VMs
+    /// it did not schedule or when the horizons do not line up.
+    fn carried_batch(&self, inst: &Instance<'_>) -> Vec<Option<Vec<f64>>> {
+        let snap = inst.snap;
+        let shift = self.batch_horizon.and_then(|(t0, step_s, steps)| {
+            let dt_s = (snap.time - t0).num_milliseconds() as f64 / 1000.0;
+            let k = (dt_s / snap.step_s).round();
+            let aligned = step_s == snap.step_s
+                && steps == snap.steps
+                && (dt_s / snap.step_s - k).abs() < 1e-6
+                && k >= 1.0
+                && (k as usize) < steps;
+            aligned.then_some(k as usize)
+        });
+        snap.vms
+            .iter()
+            .enumerate()
+            .map(|(v, vm)| {
+                let k = shift?;
+                if !inst.is_batch(v) {
+                    return None;
+                }
+                let old = self.batch.get(&vm.id)?;
+                let mut cores = vec![0.0; snap.steps];
+                cores[..snap.steps - k].copy_from_slice(&old[k..]);
+                Some(cores)
+            })
+            .collect()
+    }
+
+    /// Keep the batch schedules of the plan just made.
+    fn record_batch(&mut self, inst: &Instance<'_>, decisions: &Decisions) {
+        let snap = inst.snap;
+        self.plans += 1;
+        self.batch.clear();
+        self.batch_horizon = Some((snap.time, snap.step_s, snap.steps));
+        for (v, cores) in decisions.batch_cores.iter().enumerate() {
+            if inst.is_batch(v) && cores.len() == snap.steps {
+                self.batch.insert(snap.vms[v].id.clone(), cores.clone());
+            }
+        }
+    }
+
+    /// Whether server `s` has its batch work solved afresh in this plan.
+    fn resolve_due(&self, s: usize) -> bool {
+        (self.plans + s as u64) % BATCH_RESOLVE_PLANS == 0
+    }
+
     /// Servers to leave out of this plan's switch-off pass (empty: none).
     fn skips(&mut self, servers: &[crate::model::Server], small: bool) -> Vec<bool> {
         let same = self.server_ids.len() == servers.len()
@@ -189,15 +251,21 @@ fn search_plan(
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
     let mut carry = carry;
+    let small = search::is_small(&ctx);
+    let mut first = search::FirstPlans::default();
     if let Some(c) = carry.as_deref_mut() {
-        st.skip_switch_off = c.skips(&inst.snap.servers, search::is_small(&ctx));
+        st.skip_switch_off = c.skips(&inst.snap.servers, small);
+        if !small {
+            first.carried = c.carried_batch(inst);
+            first.due = (0..ctx.ns).map(|s| c.resolve_due(s)).collect();
+        }
     }
-    search::repair(&ctx, &mut st)?;
+    search::repair(&ctx, &mut st, &first)?;
     search::place_pending(&ctx, &mut st)?;
     let budget = search::Budget { deadline };
     search::improve(&ctx, &mut st, &budget);
     search::iterated(&ctx, &mut st, &budget, ILS_ITERATIONS);
-    if let Some(c) = carry {
+    if let Some(c) = carry.as_deref_mut() {
         c.record(&st.skip_switch_off, &st.switch_off_failed);
     }
     let decisions = to_decisions(&ctx, &st)?;
@@ -220,6 +288,9 @@ fn search_plan(
             "optimizer built a plan that breaks the model: {}",
             ev.violations.join("; ")
         )));
+    }
+    if let Some(c) = carry {
+        c.record_batch(inst, &decisions);
     }
     Ok((decisions, ev, baseline_cost))
 }
@@ -279,6 +350,103 @@ mod tests {
             }
         }
         assert_eq!(carry.backoff[0], (0, 0));
+    }
+
+    #[test]
+    fn a_carried_batch_schedule_moves_by_the_steps_that_passed_and_only_when_they_line_up() {
+        let snap = generate(&SiteSpec::small(3));
+        let inst = Instance::new(&snap).unwrap();
+        let out = decide_with(
+            &inst,
+            &Settings {
+                deadline: None,
+                lower_bound: false,
+            },
+        )
+        .unwrap();
+        let batch: Vec<usize> = (0..inst.n_vms()).filter(|&v| inst.is_batch(v)).collect();
+        assert!(!batch.is_empty(), "the site has batch VMs");
+        let mut carry = Carry::default();
+        carry.record_batch(&inst, &out.decisions);
+        let n = snap.steps;
+        for (k, expect_some) in [(0, false), (1, true), (2, true), (n, false)] {
+            let mut later = snap.clone();
+            later.time += chrono::Duration::milliseconds((k as f64 * snap.step_s * 1000.0) as i64);
+            let later_inst = Instance::new(&later).unwrap();
+            let carried = carry.carried_batch(&later_inst);
+            for v in 0..inst.n_vms() {
+                match (&carried[v], expect_some && inst.is_batch(v)) {
+                    (Some(c), true) => {
+                        let old = &out.decisions.batch_cores[v];
+                        assert_eq!(&c[..n - k], &old[k..], "vm {v} shifted by {k}");
+                        assert!(c[n - k..].iter().all(|&x| x == 0.0));
+                    }
+                    (None, false) => {}
+                    (c, e) => panic!("vm {v}, shift {k}: carried {c:?}, expected {e}"),
+                }
+            }
+        }
+        // Half a step later the horizons do not line up: nothing carried.
+        let mut off = snap.clone();
+        off.time += chrono::Duration::milliseconds((snap.step_s * 1500.0) as i64);
+        let off_inst = Instance::new(&off).unwrap();
+        assert!(carry.carried_batch(&off_inst).iter().all(Option::is_none));
+    }
+
+    /// The snapshot a step after `snap` once `d` ran its first step: VMs
+    /// where `d` put them, servers on or off as it said, each batch VM's
+    /// remaining work less what its first step did.
+    fn next_snapshot(snap: &crate::model::Snapshot, d: &Decisions) -> crate::model::Snapshot {
+        let mut next = snap.clone();
+        next.time += chrono::Duration::milliseconds((snap.step_s * 1000.0) as i64);
+        let step_h = snap.step_s / 3600.0;
+        for (v, vm) in next.vms.iter_mut().enumerate() {
+            vm.host = Some(snap.servers[d.host[v]].id.clone());
+            if let (Some(w), Some(c)) = (vm.work_core_h.as_mut(), d.batch_cores[v].first()) {
+                *w = (*w - c * step_h).max(0.0);
+            }
+        }
+        for (s, srv) in next.servers.iter_mut().enumerate() {
+            srv.on = d.on[s];
+        }
+        next
+    }
+
+    #[test]
+    fn plans_that_carry_batch_schedules_stay_feasible_and_cost_what_fresh_plans_cost() {
+        let settings = Settings {
+            deadline: None,
+            lower_bound: false,
+        };
+        for seed in [1, 2] {
+            let mut snap = generate(&SiteSpec::medium(seed));
+            let mut carry = Carry::default();
+            let mut kept = 0;
+            for period in 0..6 {
+                let inst = Instance::new(&snap).unwrap();
+                let carried = carry.carried_batch(&inst).iter().flatten().count();
+                let with = decide_carried(&inst, &settings, &mut carry).unwrap();
+                let fresh = decide_with(&inst, &settings).unwrap();
+                assert!(
+                    with.evaluation.is_feasible(),
+                    "seed {seed}, period {period}"
+                );
+                let (a, b) = (
+                    with.evaluation.objective.cost,
+                    fresh.evaluation.objective.cost,
+                );
+                assert!(
+                    a <= b + 0.01 * b.abs(),
+                    "seed {seed}, period {period}: carried {a}, fresh {b}"
+                );
+                if period > 0 {
+                    assert!(carried > 0, "seed {seed}, period {period}: nothing carried");
+                }
+                kept += carried;
+                snap = next_snapshot(&snap, &with.decisions);
+            }
+            assert!(kept > 0);
+        }
     }
 
     #[test]

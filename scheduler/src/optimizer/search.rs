@@ -204,13 +204,93 @@ fn target_limit(ctx: &Ctx<'_>) -> Option<usize> {
     (!is_small(ctx)).then_some(LARGE_TARGETS)
 }
 
+/// What the first planning of every server may start from: the batch
+/// schedules carried from the last plan (by VM; empty when none) and the
+/// servers whose batch work is solved afresh anyway.
+#[derive(Debug, Default)]
+pub(crate) struct FirstPlans {
+    pub carried: Vec<Option<Vec<f64>>>,
+    pub due: Vec<bool>,
+}
+
+/// Plan server `s` for the first time: with the batch schedules carried
+/// from the last plan where every batch VM on it has one, it is not due,
+/// and they (topped up to the work now required, cheapest steps first)
+/// meet its rules; else by solving its flow.
+fn plan_first(ctx: &Ctx<'_>, st: &mut State, s: usize, first: &FirstPlans) -> bool {
+    if st.on[s] && !first.carried.is_empty() && !first.due[s] {
+        let batch: Vec<usize> = st.vms_on[s]
+            .iter()
+            .copied()
+            .filter(|&v| ctx.jobs[v].is_some())
+            .collect();
+        if !batch.is_empty() && batch.iter().all(|&v| first.carried[v].is_some()) {
+            for &v in &batch {
+                st.cores[v].clone_from(first.carried[v].as_ref().expect("checked"));
+            }
+            if let (true, Some(p)) = (top_up(ctx, st, s, &batch), st.plan_kept(ctx, s)) {
+                st.apply(ctx, s, p);
+                return true;
+            }
+        }
+    }
+    st.replan(ctx, s)
+}
+
+/// Add to each of `batch` (VMs on `s` with carried schedules) the work its
+/// schedule lacks for what is now required, at the steps of its window
+/// where a watt costs least, within its vCPUs and the server's cap; false
+/// when a schedule would do more work than remains.
+fn top_up(ctx: &Ctx<'_>, st: &mut State, s: usize, batch: &[usize]) -> bool {
+    let cap = ctx.cap_cores[s] * (1.0 - 1e-9);
+    let mut load: Vec<f64> = (0..ctx.nt).map(|t| st.load_at(ctx, s, t)).collect();
+    let mut steps: Vec<(f64, usize)> = (0..ctx.nt)
+        .map(|t| {
+            let mut p = ctx.energy_w[t];
+            if let Some(l) = ctx.inst.server_loop[s] {
+                if st.rec[l][t] < ctx.heat_cap_w[l][t] {
+                    p -= ctx.heat_w[l] * ctx.recovery[s];
+                }
+            }
+            (p, t)
+        })
+        .collect();
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for &v in batch {
+        let Some(j) = ctx.jobs[v].as_ref() else {
+            continue;
+        };
+        let window = j.window.min(ctx.nt);
+        let done: f64 = st.cores[v][..window].iter().sum();
+        let mut lack = j.min - done;
+        for &(_, t) in &steps {
+            if lack <= 0.0 {
+                break;
+            }
+            if t >= window {
+                continue;
+            }
+            let add = lack.min(j.cap - st.cores[v][t]).min(cap - load[t]);
+            if add > 0.0 {
+                st.cores[v][t] += add;
+                load[t] += add;
+                lack -= add;
+            }
+        }
+        if st.cores[v][..window].iter().sum::<f64>() > j.max {
+            return false;
+        }
+    }
+    true
+}
+
 /// Plan every server; shed VMs from those whose load breaks a rule.
-pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanError> {
+pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State, first: &FirstPlans) -> Result<(), PlanError> {
     let snap = ctx.inst.snap;
     // A server planned feasibly here stays feasible while others are
     // repaired (moves onto it are re-planned and checked; the loop's heat
     // changes only costs), so only the failures are planned again below.
-    let planned: Vec<bool> = (0..ctx.ns).map(|s| st.replan(ctx, s)).collect();
+    let planned: Vec<bool> = (0..ctx.ns).map(|s| plan_first(ctx, st, s, first)).collect();
     // The pool is ranked when the first server needs repair (nothing
     // changes before: the servers planned feasibly are skipped).
     let mut ranked = false;

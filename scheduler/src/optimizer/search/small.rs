@@ -32,7 +32,9 @@ pub(super) const RESTART_SERVERS: usize = 12;
 /// `st` changed.
 pub(super) fn restarts(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
     let mut base = State::new(ctx);
-    if repair(ctx, &mut base).is_err() || place_pending(ctx, &mut base).is_err() {
+    if repair(ctx, &mut base, &super::FirstPlans::default()).is_err()
+        || place_pending(ctx, &mut base).is_err()
+    {
         return false;
     }
     let mut any = false;
