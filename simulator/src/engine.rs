@@ -190,6 +190,18 @@ fn for_each_run(active: &[Active], mut f: impl FnMut(usize, &[Active])) {
     }
 }
 
+/// VMs in the lists, counted as they change (for the output rows and the
+/// unserved interactive demand, without a pass over every VM).
+#[derive(Debug, Default)]
+struct Counts {
+    /// Interactive VMs.
+    interactive: usize,
+    /// VMs with a host.
+    hosted: usize,
+    /// Interactive VMs with a host.
+    hosted_interactive: usize,
+}
+
 /// Running totals.
 #[derive(Debug, Default)]
 struct Totals {
@@ -297,6 +309,8 @@ struct Engine<'a> {
     /// Per server, the first-fit limits of hosted vCPUs, memory and
     /// fixed (peak interactive) cores, tolerance included.
     fit_limits: Vec<[f64; 3]>,
+    /// VMs in the lists.
+    counts: Counts,
     /// Whether a snapshot of this run has been validated in full.
     validated: bool,
     /// What the optimiser carries from one plan to the next.
@@ -359,6 +373,7 @@ impl<'a> Engine<'a> {
                     ]
                 })
                 .collect(),
+            counts: Counts::default(),
             validated: false,
             carry: scheduler::optimizer::Carry::default(),
             start_hour: {
@@ -464,6 +479,17 @@ impl<'a> Engine<'a> {
     fn update_lists(&mut self, arrived: &[usize]) {
         let jobs = self.jobs;
         let gone = std::mem::take(&mut self.retired);
+        let c = &mut self.counts;
+        for a in gone.iter().map(|&i| &self.active[i]) {
+            let interactive = a.kind == VmKind::Interactive;
+            c.interactive -= usize::from(interactive);
+            c.hosted -= usize::from(a.host.is_some());
+            c.hosted_interactive -= usize::from(interactive && a.host.is_some());
+        }
+        c.interactive += arrived
+            .iter()
+            .filter(|&&job| jobs[job].kind == VmKind::Interactive)
+            .count();
         // Where each arrival goes: before the first VM of a greater or equal id.
         let at: Vec<usize> = arrived
             .iter()
@@ -918,17 +944,23 @@ impl<'a> Engine<'a> {
         b.interactive_cores.fill(0.0);
         b.batch_cores.fill(0.0);
         b.vms.fill(0);
+        let counts = &mut self.counts;
+        (counts.hosted, counts.hosted_interactive) = (0, 0);
         for_each_run(&self.active, |s, run| {
             // A plan never places VMs on an off server; be safe anyway.
             b.on[s] = true;
             let (mut inter, mut batch) = (b.interactive_cores[s], b.batch_cores[s]);
             for a in run {
                 match a.kind {
-                    VmKind::Interactive => inter += a.vcpus * a.load,
+                    VmKind::Interactive => {
+                        inter += a.vcpus * a.load;
+                        counts.hosted_interactive += 1;
+                    }
                     VmKind::Batch => batch += a.grant,
                 }
             }
             b.vms[s] += run.len() as u32;
+            counts.hosted += run.len();
             (b.interactive_cores[s], b.batch_cores[s]) = (inter, batch);
         });
     }
@@ -1084,7 +1116,7 @@ impl<'a> Engine<'a> {
         }
         let on = &self.bank.on;
         r.servers_on = on.iter().filter(|&&o| o).count();
-        r.vms = self.active.iter().filter(|a| a.host.is_some()).count();
+        r.vms = self.counts.hosted;
         r.max_temp_c = self
             .bank
             .period
@@ -1127,11 +1159,7 @@ impl<'a> Engine<'a> {
             }
         }
         // Interactive VMs with no host are not served at all.
-        let unplaced = self
-            .active
-            .iter()
-            .filter(|a| a.host.is_none() && a.kind == VmKind::Interactive)
-            .count();
+        let unplaced = self.counts.interactive - self.counts.hosted_interactive;
         self.t.sla_s += unplaced as f64 * period;
     }
 
