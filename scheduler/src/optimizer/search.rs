@@ -148,6 +148,20 @@ fn refresh_pool(ctx: &Ctx<'_>, st: &mut State) {
 /// server whose curve jumps at low load ranks by what filling it costs on
 /// average), cheapest first; full servers last.
 fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<(f64, usize)> {
+    // `price_w` depends on the server only through its loop and recovery:
+    // worked out once per pair (the same sum, so the same value).
+    let mut prices: Vec<(Option<usize>, u64, f64)> = Vec::new();
+    let mut price = |s: usize| {
+        let key = (ctx.inst.server_loop[s], ctx.recovery[s].to_bits());
+        match prices.iter().find(|p| (p.0, p.1) == key) {
+            Some(p) => p.2,
+            None => {
+                let p = price_w(ctx, st, s);
+                prices.push((key.0, key.1, p));
+                p
+            }
+        }
+    };
     let mut c: Vec<(f64, usize)> = (0..ctx.ns)
         .filter(|&s| st.on[s] && ctx.cap_cores[s] > 0.0)
         .map(|s| {
@@ -159,7 +173,7 @@ fn cheap_servers(ctx: &Ctx<'_>, st: &State) -> Vec<(f64, usize)> {
                 let curve = ctx.curve(s);
                 let c = ctx.cores[s];
                 let dp = curve.power_w(ctx.cap_cores[s] / c) - curve.power_w(load / c);
-                price_w(ctx, st, s) * dp / room
+                price(s) * dp / room
             };
             (key, s)
         })

@@ -4,6 +4,7 @@
 //! journal so a tentative move is tried, priced and rolled back in place.
 
 use crate::curve::PowerCurve;
+use crate::evaluate::Grid;
 use crate::instance::{Instance, EPS};
 
 use super::batch::{self, BatchJob};
@@ -225,8 +226,10 @@ pub(crate) struct State {
     pub mem: Vec<f64>,
     /// Work the batch VMs on each server must do in their windows, core-steps.
     batch_need: Vec<f64>,
+    /// Batch VMs on each server.
+    n_batch: Vec<u32>,
     images: Vec<Vec<(usize, usize)>>,
-    pub power: Vec<Vec<f64>>,
+    pub power: Grid,
     /// Recovered heat per loop and step, W.
     pub rec: Vec<Vec<f64>>,
     pub migrations: usize,
@@ -279,8 +282,9 @@ impl State {
             vcpus: vec![0.0; ctx.ns],
             mem: vec![0.0; ctx.ns],
             batch_need: vec![0.0; ctx.ns],
+            n_batch: vec![0; ctx.ns],
             images: vec![Vec::new(); ctx.ns],
-            power: vec![vec![0.0; ctx.nt]; ctx.ns],
+            power: Grid::zeros(ctx.ns, ctx.nt),
             rec: vec![vec![0.0; ctx.nt]; snap.loops.len()],
             migrations: 0,
             cost: 0.0,
@@ -388,6 +392,7 @@ impl State {
         self.vcpus[s] += ctx.vcpus(v);
         self.fixed[s] += ctx.inst.vm_fixed_cores[v];
         self.batch_need[s] += ctx.job_need(v);
+        self.n_batch[s] += u32::from(ctx.jobs[v].is_some());
         if let Some(i) = ctx.inst.vm_image[v] {
             match self.images[s].iter_mut().find(|(im, _)| *im == i) {
                 Some(e) => e.1 += 1,
@@ -421,6 +426,7 @@ impl State {
         self.vcpus[s] -= ctx.vcpus(v);
         self.fixed[s] -= ctx.inst.vm_fixed_cores[v];
         self.batch_need[s] -= ctx.job_need(v);
+        self.n_batch[s] -= u32::from(ctx.jobs[v].is_some());
         if let Ok(pos) = self.vms_on[s].binary_search(&v) {
             self.vms_on[s].remove(pos);
         }
@@ -615,7 +621,7 @@ impl State {
                 self.rec[l][t] += r * (plan.power[t] - self.power[s][t]);
             }
         }
-        self.power[s] = plan.power;
+        self.power[s].copy_from_slice(&plan.power);
         for (v, c) in plan.batch {
             self.cores[v] = c;
         }
@@ -624,7 +630,7 @@ impl State {
     /// Install a server plan (journaled).
     pub fn apply(&mut self, ctx: &Ctx<'_>, s: usize, plan: ServerPlan) {
         let old = ServerPlan {
-            power: self.power[s].clone(),
+            power: self.power[s].to_vec(),
             batch: plan
                 .batch
                 .iter()
@@ -810,7 +816,7 @@ impl State {
     /// solving its flow; false (nothing changed) when no plan meets its rules.
     pub fn replan_kept(&mut self, ctx: &Ctx<'_>, s: usize) -> bool {
         match self.plan_kept(ctx, s) {
-            Some(p) if p.power == self.power[s] => true,
+            Some(p) if p.power[..] == self.power[s] => true,
             Some(p) => {
                 self.apply(ctx, s, p);
                 true
@@ -825,7 +831,7 @@ impl State {
         match self.plan(ctx, s) {
             // The same power and no batch schedule: nothing to change (most
             // servers when repair plans them all).
-            Some(p) if p.batch.is_empty() && p.power == self.power[s] => true,
+            Some(p) if p.batch.is_empty() && p.power[..] == self.power[s] => true,
             Some(p) => {
                 self.apply(ctx, s, p);
                 true
@@ -881,8 +887,8 @@ impl State {
     }
 
     /// Whether any VM on `s` is a batch VM.
-    fn has_batch(&self, ctx: &Ctx<'_>, s: usize) -> bool {
-        self.vms_on[s].iter().any(|&v| ctx.jobs[v].is_some())
+    fn has_batch(&self, _ctx: &Ctx<'_>, s: usize) -> bool {
+        self.n_batch[s] > 0
     }
 
     /// Load of server `s` at step `t`, cores (the same sum, in the same
