@@ -84,7 +84,11 @@ pub const MAX_SWITCH_OFF_WAIT: u32 = 8;
 /// caller that plans the same site period after period (the simulator's
 /// closed loop, a controller): which servers it tried and failed to switch
 /// off, so that on large sites it retries them after a back-off instead of
-/// every period. Pass the same `Carry` to each plan with [`decide_carried`];
+/// every period, and the batch schedules it chose, which a server keeps
+/// between its turns to be solved afresh ([`BATCH_RESOLVE_PLANS`]). Large
+/// sites planned with a carry also skip the last refinement of the pending
+/// VMs' placement (the few that arrived since the last plan keep the first
+/// of their estimated targets that takes them). Pass the same `Carry` to each plan with [`decide_carried`];
 /// a change in the site's servers starts it afresh. Plans stay
 /// deterministic for a given sequence of snapshots.
 #[derive(Debug, Clone, Default)]
@@ -262,7 +266,10 @@ fn search_plan(
     }
     search::repair(&ctx, &mut st, &first)?;
     search::place_pending(&ctx, &mut st)?;
-    let budget = search::Budget { deadline };
+    let budget = search::Budget {
+        deadline,
+        relocate_pending: carry.is_none(),
+    };
     search::improve(&ctx, &mut st, &budget);
     search::iterated(&ctx, &mut st, &budget, ILS_ITERATIONS);
     if let Some(c) = carry.as_deref_mut() {

@@ -43,6 +43,9 @@ const MAX_FAILED_OPENS: usize = 8;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
     pub deadline: Option<Instant>,
+    /// Large sites: refine the placement of pending VMs once the other moves
+    /// are done (off for plans that follow each other, see `Carry`).
+    pub relocate_pending: bool,
 }
 
 impl Budget {
@@ -824,7 +827,9 @@ pub(crate) fn improve(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) {
         if !small {
             any |= consolidate_pass(ctx, st, budget);
         }
-        any |= relocate_pass(ctx, st, budget);
+        if small || budget.relocate_pending {
+            any |= relocate_pass(ctx, st, budget);
+        }
         if small {
             any |= swap_pass(ctx, st, budget);
             if !any {
