@@ -65,7 +65,7 @@ fn main() {
     );
     let mut ms: Vec<f64> = o.series.plans.iter().map(|p| p.solve_ms).collect();
     ms.sort_by(f64::total_cmp);
-    if !ms.is_empty() {
+    if ms.iter().any(|&m| m > 0.0) {
         let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
         let total: f64 = ms.iter().sum();
         let top: f64 = ms[ms.len() - ms.len().div_ceil(10)..].iter().sum();
