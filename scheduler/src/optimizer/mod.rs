@@ -82,7 +82,7 @@ pub const MAX_SWITCH_OFF_WAIT: u32 = 8;
 
 /// What the optimiser carries from one plan of a site to the next, for a
 /// caller that plans the same site period after period (the simulator's
-/// closed loop, a controller): which servers it tried and failed to switch
+/// closed loop; the live controller does not pass one yet): which servers it tried and failed to switch
 /// off, so that on large sites it retries them after a back-off instead of
 /// every period, and the batch schedules it chose, which a server keeps
 /// between its turns to be solved afresh ([`BATCH_RESOLVE_PLANS`]). Large
