@@ -82,15 +82,18 @@ pub const MAX_SWITCH_OFF_WAIT: u32 = 8;
 
 /// What the optimiser carries from one plan of a site to the next, for a
 /// caller that plans the same site period after period (the simulator's
-/// closed loop; the live controller does not pass one yet): which servers it tried and failed to switch
-/// off, so that on large sites it retries them after a back-off instead of
-/// every period, and the batch schedules it chose, which a server keeps
-/// between its turns to be solved afresh ([`BATCH_RESOLVE_PLANS`]). Large
-/// sites planned with a carry also skip the last refinement of the pending
-/// VMs' placement (the few that arrived since the last plan keep the first
-/// of their estimated targets that takes them). Pass the same `Carry` to each plan with [`decide_carried`];
-/// a change in the site's servers starts it afresh. Plans stay
-/// deterministic for a given sequence of snapshots.
+/// closed loop; the live controller does not pass one yet). On large sites:
+/// - which servers it tried and failed to switch off, so that it retries
+///   them after a back-off ([`MAX_SWITCH_OFF_WAIT`]) instead of every plan;
+/// - the batch schedules it chose, which a server keeps between its turns
+///   to be solved afresh ([`BATCH_RESOLVE_PLANS`]);
+/// - and plans with a carry skip the last refinement of the pending VMs'
+///   placement (the few that arrived since the last plan keep the first of
+///   their estimated targets that takes them).
+///
+/// Pass the same `Carry` to each plan with [`decide_carried`]; a change in
+/// the site's servers starts it afresh. Plans stay deterministic for a
+/// given sequence of snapshots.
 #[derive(Debug, Clone, Default)]
 pub struct Carry {
     server_ids: Vec<String>,
@@ -176,9 +179,10 @@ impl Carry {
         self.backoff.iter().map(|&(_, wait)| wait > 0).collect()
     }
 
-    /// Record this plan's outcome: a failed try doubles the wait, anything
-    /// else (switched off, or not tried because the server was off, empty
-    /// of candidates or skipped) lets it run down.
+    /// Record this plan's outcome: a skipped server's wait runs down; a
+    /// failed try doubles it (up to the cap); any other outcome (switched
+    /// off, or not tried because the server was off or could not switch)
+    /// clears it.
     fn record(&mut self, skipped: &[bool], failed: &[bool]) {
         for (s, b) in self.backoff.iter_mut().enumerate() {
             if skipped.get(s).copied().unwrap_or(false) {
