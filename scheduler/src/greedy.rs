@@ -18,7 +18,7 @@
 //! breaks the temperature limit, a batch VM that misses its deadline at full
 //! speed), [`decide`] returns [`PlanError::Infeasible`] saying that the
 //! baseline cannot meet it — the decisions it returns always pass
-//! [`evaluate`]. [`decide_evaluated`] returns that evaluation beside them,
+//! [`evaluate()`]. [`decide_evaluated`] returns that evaluation beside them,
 //! for callers that need it (the baseline is evaluated once per plan).
 
 use std::cmp::Reverse;

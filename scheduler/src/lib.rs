@@ -121,7 +121,7 @@ pub struct Solution {
 /// ([`validate::validate`]: finite numbers, ranges, unique ids): that is the
 /// caller's duty, for data it has checked already. Ids are still resolved
 /// ([`Instance::new`]), infeasible snapshots still diagnosed, and the
-/// decisions still pass [`evaluate`]'s hard-rule check, exactly as in
+/// decisions still pass [`evaluate()`]'s hard-rule check, exactly as in
 /// [`solve`]; on a valid snapshot both return the same decisions.
 pub fn solve_prepared(snap: &Snapshot, opts: &SolveOptions) -> Result<Solution, PlanError> {
     let started = Instant::now();
