@@ -109,11 +109,12 @@ pub struct Carry {
 }
 
 /// On large sites with a carry, a server's batch work is solved afresh at
-/// least every this many plans (staggered by server); in between, the
+/// least every this many plans (staggered by server; at a 15 min period
+/// and the usual 8-step horizon, once per horizon); in between, the
 /// schedule the last plan gave it is kept, shifted by the time passed and
 /// topped up where the work now required exceeds it, whenever that still
 /// meets every rule.
-pub const BATCH_RESOLVE_PLANS: u64 = 4;
+pub const BATCH_RESOLVE_PLANS: u64 = 8;
 
 impl Carry {
     /// The last plan's batch schedule of each VM of `inst`, shifted to this
@@ -228,13 +229,20 @@ fn decide_inner(
         let bound = settings
             .lower_bound
             .then(|| scope.spawn(|| bound::lower_bound(inst)));
-        // The greedy baseline does not depend on the search either: it is
-        // built and costed on its own thread meanwhile (the machine's second
-        // core; on one core it costs what it did in line).
-        let baseline = scope.spawn(|| crate::greedy::decide_costed(inst).ok());
-        let searched = search_plan(inst, settings.deadline, carry, || {
-            baseline.join().ok().flatten()
-        });
+        // The greedy baseline does not depend on the search either: where
+        // the machine has a second core it is built and costed on its own
+        // thread meanwhile; on one core, in line after the search (a thread
+        // would only add its start and cold caches). The plan is the same.
+        let searched = if parallel() {
+            let baseline = scope.spawn(|| crate::greedy::decide_costed(inst).ok());
+            search_plan(inst, settings.deadline, carry, || {
+                baseline.join().ok().flatten()
+            })
+        } else {
+            search_plan(inst, settings.deadline, carry, || {
+                crate::greedy::decide_costed(inst).ok()
+            })
+        };
         // The bound's thread only solves an LP; should it panic, report no bound.
         let lower_bound = bound.and_then(|h| h.join().ok().flatten());
         let (decisions, evaluation, baseline_cost) = searched?;
@@ -245,6 +253,12 @@ fn decide_inner(
             lower_bound,
         })
     })
+}
+
+/// Whether the machine runs more than one thread at once (asked once).
+fn parallel() -> bool {
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 /// The search's plan, or the greedy baseline's where that costs less, with
