@@ -124,9 +124,7 @@ pub struct Solution {
 /// decisions still pass [`evaluate()`]'s hard-rule check, exactly as in
 /// [`solve`]; on a valid snapshot both return the same decisions.
 pub fn solve_prepared(snap: &Snapshot, opts: &SolveOptions) -> Result<Solution, PlanError> {
-    let started = Instant::now();
-    let inst = Instance::new(snap)?;
-    solve_instance(&inst, opts, started, None)
+    prepared(snap, opts, None)
 }
 
 /// [`solve_prepared`] for a caller that plans the same site period after
@@ -137,9 +135,17 @@ pub fn solve_prepared_carried(
     opts: &SolveOptions,
     carry: &mut optimizer::Carry,
 ) -> Result<Solution, PlanError> {
+    prepared(snap, opts, Some(carry))
+}
+
+fn prepared(
+    snap: &Snapshot,
+    opts: &SolveOptions,
+    carry: Option<&mut optimizer::Carry>,
+) -> Result<Solution, PlanError> {
     let started = Instant::now();
     let inst = Instance::new(snap)?;
-    solve_instance(&inst, opts, started, Some(carry))
+    solve_instance(&inst, opts, started, carry)
 }
 
 fn solve_instance(

@@ -89,8 +89,9 @@ struct Active {
 }
 
 impl Active {
-    /// An entry standing for no job (kept only while a list is rebuilt).
-    fn placeholder() -> Self {
+    /// An entry standing for no job: what `update_sorted` leaves in a slot
+    /// whose entry it has moved out, until the slot is overwritten.
+    fn vacant() -> Self {
         Self {
             job: 0,
             kind: VmKind::Batch,
@@ -135,13 +136,30 @@ fn urgent_deadline(
     }
 }
 
+/// The snapshot record counterpart of [`Active::vacant`].
+fn vacant_vm() -> Vm {
+    Vm {
+        id: String::new(),
+        vcpus: 0,
+        mem_gib: 0.0,
+        image: None,
+        host: None,
+        kind: VmKind::Batch,
+        load: None,
+        work_core_h: None,
+        deadline: None,
+        migratable: false,
+    }
+}
+
 /// Apply a period's changes to an id-ordered list: the elements at `gone`
 /// (ascending indices) leave, and item `j` of `items` comes in before the
 /// element at `at[j]` (non-decreasing; indices of the list as it was). Only
 /// the stretch from the first change to the last is rebuilt; the elements
 /// after it move once, in one block, by the change in length — not at all
-/// when as many leave as arrive. `filler` makes the placeholders left in
-/// the stretch while it is rebuilt.
+/// when as many leave as arrive. Elements are moved out of the stretch
+/// (not cloned), so `filler` makes the vacant values left in their slots
+/// until the stretch is spliced back.
 fn update_sorted<T>(
     list: &mut Vec<T>,
     gone: &[usize],
@@ -167,7 +185,7 @@ fn update_sorted<T>(
         }
     }
     stretch.extend(items.map(|(item, _)| item));
-    // The leaving elements and the placeholders are dropped here.
+    // The leaving elements and the vacant values are dropped here.
     list.splice(from..to, stretch);
 }
 
@@ -516,7 +534,7 @@ impl<'a> Engine<'a> {
                 planned: Vec::new(),
             }),
             &at,
-            Active::placeholder,
+            Active::vacant,
         );
         if self.sc.sim.scheduler != SchedulerKind::None {
             update_sorted(
@@ -538,18 +556,7 @@ impl<'a> Engine<'a> {
                     }
                 }),
                 &at,
-                || Vm {
-                    id: String::new(),
-                    vcpus: 0,
-                    mem_gib: 0.0,
-                    image: None,
-                    host: None,
-                    kind: VmKind::Batch,
-                    load: None,
-                    work_core_h: None,
-                    deadline: None,
-                    migratable: false,
-                },
+                vacant_vm,
             );
         }
         self.retired = gone;
@@ -1239,7 +1246,7 @@ mod tests {
     fn hosted(host: Option<usize>) -> Active {
         Active {
             host,
-            ..Active::placeholder()
+            ..Active::vacant()
         }
     }
 

@@ -267,12 +267,11 @@ fn parallel() -> bool {
 fn search_plan(
     inst: &Instance<'_>,
     deadline: Option<Instant>,
-    carry: Option<&mut Carry>,
+    mut carry: Option<&mut Carry>,
     baseline: impl FnOnce() -> Option<(Decisions, Objective)>,
 ) -> Result<(Decisions, Evaluation, Option<f64>), PlanError> {
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
-    let mut carry = carry;
     let small = search::is_small(&ctx);
     let mut first = search::FirstPlans::default();
     if let Some(c) = carry.as_deref_mut() {

@@ -659,7 +659,7 @@ fn consolidate_pass(ctx: &Ctx<'_>, st: &mut State, budget: &Budget) -> bool {
             } else {
                 fails += 1;
             }
-            let load = st.loads(ctx, o).into_iter().fold(0.0, f64::max);
+            let load = st.peak_load(ctx, o);
             if ctx.cap_cores[o] - load < 0.25 {
                 break;
             }

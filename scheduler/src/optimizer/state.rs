@@ -846,18 +846,13 @@ impl State {
         let c = ctx.cores[s];
         let curve = ctx.curve(s);
         let job = ctx.jobs[v].as_ref();
-        let batch = self.has_batch(ctx, s);
         // The power added at a step depends only on the load before and
         // after: reuse it while those repeat (always, on servers without
         // batch work and for an interactive VM).
         let mut last: Option<(f64, f64, f64)> = None;
         let mut d = 0.0;
         for t in 0..ctx.nt {
-            let base = if batch {
-                self.load_at(ctx, s, t)
-            } else {
-                self.fixed[s]
-            };
+            let base = self.load_at(ctx, s, t);
             let extra = match job {
                 None => ctx.inst.vm_fixed_cores[v],
                 Some(j) if t < j.window => (j.min / j.window as f64).min(j.cap),
@@ -886,15 +881,13 @@ impl State {
         d
     }
 
-    /// Whether any VM on `s` is a batch VM.
-    fn has_batch(&self, _ctx: &Ctx<'_>, s: usize) -> bool {
-        self.n_batch[s] > 0
-    }
-
-    /// Load of server `s` at step `t`, cores (the same sum, in the same
-    /// order, as [`State::loads`]).
+    /// Load of server `s` at step `t`, cores: its interactive load plus the
+    /// cores of its batch VMs, added in VM order.
     pub fn load_at(&self, ctx: &Ctx<'_>, s: usize, t: usize) -> f64 {
         let mut load = self.fixed[s];
+        if self.n_batch[s] == 0 {
+            return load;
+        }
         for &v in &self.vms_on[s] {
             if ctx.jobs[v].is_some() {
                 load += self.cores[v][t];
@@ -905,22 +898,13 @@ impl State {
 
     /// Mean load of server `s` over the horizon, cores.
     pub fn mean_load(&self, ctx: &Ctx<'_>, s: usize) -> f64 {
-        if !self.has_batch(ctx, s) {
-            return (0..ctx.nt).map(|_| self.fixed[s]).sum::<f64>() / ctx.nt as f64;
-        }
         (0..ctx.nt).map(|t| self.load_at(ctx, s, t)).sum::<f64>() / ctx.nt as f64
     }
 
-    /// Load of server `s` at each step, cores.
-    pub fn loads(&self, ctx: &Ctx<'_>, s: usize) -> Vec<f64> {
-        let mut load = vec![self.fixed[s]; ctx.nt];
-        for &v in &self.vms_on[s] {
-            if ctx.jobs[v].is_some() {
-                for (l, c) in load.iter_mut().zip(&self.cores[v]) {
-                    *l += c;
-                }
-            }
-        }
-        load
+    /// Highest load of server `s` over the horizon, cores.
+    pub fn peak_load(&self, ctx: &Ctx<'_>, s: usize) -> f64 {
+        (0..ctx.nt)
+            .map(|t| self.load_at(ctx, s, t))
+            .fold(0.0, f64::max)
     }
 }
