@@ -17,6 +17,9 @@
 //! - [`solve`]: validate, solve, evaluate, and compare with the baseline;
 //!   [`solve_prepared`] the same for in-process callers, by index
 //!   ([`Solution`]).
+//! - [`period::PeriodPlanner`]: one control period's planning with the
+//!   fallback ladder and the optimiser's carry — the one period planner of
+//!   the simulator, the controller and the demo.
 
 pub mod curve;
 pub mod error;
@@ -27,6 +30,7 @@ pub mod greedy;
 pub mod instance;
 pub mod model;
 pub mod optimizer;
+pub mod period;
 pub mod validate;
 
 use std::time::{Duration, Instant};

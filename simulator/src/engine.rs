@@ -2,26 +2,27 @@
 //! site, plan it with the scheduler crate in-process, apply placements,
 //! on/off and batch cores; run the physics at the physics step in between.
 //!
-//! Batch deadlines (the planner refuses snapshots no plan can meet): before
-//! each plan, a job whose remaining work no longer fits before its deadline
-//! at full speed (in whole control periods, as the planner counts them) is
-//! counted as a deadline miss at once, and is re-planned with an effective
-//! deadline: now + the periods it needs at full speed + one. A job whose
-//! slack falls below one horizon is shown to the planner with that same
-//! tighter deadline (`urgent_deadline`), so that a receding-horizon plan
-//! cannot keep deferring its work. A job still
-//! running when its deadline passes is counted then. When the planner still
-//! fails (its packing cannot serve a job in time, e.g. under thermal caps),
-//! the snapshot is planned again with every batch deadline relaxed for this
-//! plan only (at least four horizons away), then without the pending VMs
-//! (they wait a period); when all fail, the previous placement and on/off
-//! states are kept and batch work runs as soon as possible where it is.
-//! Each case is counted (`plan_failures`, `plans_kept`).
+//! Planning is `scheduler::period` — the same period planner the live
+//! controller runs: the engine is its `SnapshotSource`, and the planner
+//! walks the fallback ladder (the full snapshot; batch deadlines relaxed for
+//! this plan only; without the pending VMs, which wait a period; the
+//! migration budget lifted) with the optimiser's carry. When every rung
+//! fails, the previous placement and on/off states are kept and batch work
+//! runs as soon as possible where it is. Each case is counted
+//! (`plan_failures`, `plans_kept`).
+//!
+//! Batch deadlines: before each plan, a job whose remaining work no longer
+//! fits before its deadline at full speed is counted as a deadline miss at
+//! once and re-planned with `period::overdue_deadline`; snapshots show
+//! `period::planning_deadline`, which keeps a job whose slack falls below
+//! one horizon on pace. A job still running when its deadline passes is
+//! counted then.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use scheduler::model::{HeatLoop, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
+use scheduler::period::{self, PeriodDecision, PeriodPlanner, Rung, SnapshotSource, Validation};
 use scheduler::{Solution, SolveOptions, SolverKind};
 use tracing::{debug, warn};
 
@@ -106,33 +107,6 @@ impl Active {
             grant: 0.0,
             planned: Vec::new(),
         }
-    }
-}
-
-/// The deadline a plan sees for a batch job: its own, or — once the job's
-/// slack (whole periods to its deadline less the periods it needs at full
-/// speed) falls below one horizon — the time it needs at full speed plus one
-/// period. A receding-horizon planner may otherwise keep pushing the
-/// horizon's share of the work to the horizon's end until the job no longer
-/// fits; this keeps it on pace.
-fn urgent_deadline(
-    now: DateTime<Utc>,
-    deadline: DateTime<Utc>,
-    left_core_h: f64,
-    vcpus: f64,
-    period_s: f64,
-    steps: usize,
-) -> DateTime<Utc> {
-    let until_s = (deadline - now).num_milliseconds() as f64 / 1000.0;
-    let whole = (until_s / period_s + EPS).floor().max(0.0);
-    let need = (left_core_h / (vcpus * period_s / 3600.0) - EPS)
-        .ceil()
-        .max(1.0);
-    if whole >= need && whole - need < steps as f64 {
-        let periods = (need + 1.0).min(whole);
-        deadline.min(now + chrono::Duration::milliseconds((periods * period_s * 1000.0) as i64))
-    } else {
-        deadline
     }
 }
 
@@ -295,6 +269,35 @@ pub fn run(
     })
 }
 
+/// The engine as the period planner's snapshot source at `t_s`; `index`
+/// maps the last snapshot's VMs to `active`.
+struct Source<'e, 'a> {
+    engine: &'e mut Engine<'a>,
+    t_s: f64,
+    index: Vec<usize>,
+    building: Duration,
+}
+
+impl SnapshotSource for Source<'_, '_> {
+    fn has_pending(&self) -> bool {
+        self.engine.active.iter().any(|a| a.host.is_none())
+    }
+
+    fn snapshot(&mut self, rung: Rung) -> Snapshot {
+        let began = Instant::now();
+        let (snap, index) = self
+            .engine
+            .snapshot(self.t_s, rung.with_pending, rung.relax_deadlines);
+        self.index = index;
+        self.building += began.elapsed();
+        snap
+    }
+
+    fn restore(&mut self, snap: Snapshot) {
+        self.engine.restore(snap);
+    }
+}
+
 struct Engine<'a> {
     sc: &'a Scenario,
     site: &'a Site,
@@ -329,10 +332,9 @@ struct Engine<'a> {
     fit_limits: Vec<[f64; 3]>,
     /// VMs in the lists.
     counts: Counts,
-    /// Whether a snapshot of this run has been validated in full.
-    validated: bool,
-    /// What the optimiser carries from one plan to the next.
-    carry: scheduler::optimizer::Carry,
+    /// The period planner (with the optimiser's carry); `None` only while
+    /// it plans.
+    planner: Option<PeriodPlanner>,
 }
 
 impl<'a> Engine<'a> {
@@ -392,8 +394,20 @@ impl<'a> Engine<'a> {
                 })
                 .collect(),
             counts: Counts::default(),
-            validated: false,
-            carry: scheduler::optimizer::Carry::default(),
+            planner: Some(PeriodPlanner::new(
+                SolveOptions {
+                    solver: match sc.sim.scheduler {
+                        SchedulerKind::Greedy => SolverKind::Greedy,
+                        _ => SolverKind::Optimizer,
+                    },
+                    time_limit: sc.sim.plan_time_limit_ms.map(Duration::from_millis),
+                    with_baseline: sc.sim.compare_baseline,
+                    skip_lower_bound: !sc.sim.lower_bound,
+                },
+                // Snapshots are built from a validated scenario; the first
+                // one of a run is checked in full all the same.
+                Validation::First,
+            )),
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -564,24 +578,18 @@ impl<'a> Engine<'a> {
     }
 
     /// Count jobs that can no longer make their deadline and give them an
-    /// effective deadline the planner can meet.
+    /// effective deadline the planner can meet ([`period::overdue_deadline`]).
     fn check_deadlines(&mut self, t_s: f64) {
         let now = self.now(t_s);
         let period = self.sc.sim.control_period_s;
-        let period_h = period / 3600.0;
         for a in &mut self.active {
             let Some(d) = a.deadline else { continue };
-            let until_s = (d - now).num_milliseconds() as f64 / 1000.0;
-            let whole = (until_s / period + EPS).floor().max(0.0);
-            let can_do = a.vcpus * whole * period_h;
-            if a.left_core_h > can_do + EPS {
+            if let Some(late) = period::overdue_deadline(now, d, a.left_core_h, a.vcpus, period) {
                 if !a.missed {
                     a.missed = true;
                     self.t.misses += 1;
                 }
-                let need = (a.left_core_h / (a.vcpus * period_h) - EPS).ceil().max(1.0) + 1.0;
-                a.deadline =
-                    Some(now + chrono::Duration::milliseconds((need * period * 1000.0) as i64));
+                a.deadline = Some(late);
             }
         }
     }
@@ -589,8 +597,7 @@ impl<'a> Engine<'a> {
     fn plan(&mut self, t_s: f64) {
         match self.sc.sim.scheduler {
             SchedulerKind::None => self.first_fit(t_s),
-            SchedulerKind::Greedy => self.solve(t_s, SolverKind::Greedy),
-            SchedulerKind::Optimizer => self.solve(t_s, SolverKind::Optimizer),
+            SchedulerKind::Greedy | SchedulerKind::Optimizer => self.solve(t_s),
         }
         self.apply_to_bank();
     }
@@ -632,10 +639,6 @@ impl<'a> Engine<'a> {
         let period = sim.control_period_s;
         let steps = sim.horizon_steps;
         let now = self.now(t_s);
-        // A relaxed snapshot asks of each batch job at most a quarter of its
-        // work over the horizon (deadline at least four horizons away).
-        let relaxed =
-            now + chrono::Duration::milliseconds((4.0 * steps as f64 * period * 1000.0) as i64);
         let factor = self.planning_factor(t_s);
         let mut servers = std::mem::take(&mut self.snap_servers);
         for (s, srv) in servers.iter_mut().enumerate() {
@@ -650,17 +653,16 @@ impl<'a> Engine<'a> {
             vm.load = (!batch).then(|| (a.load * factor).min(1.0));
             vm.work_core_h = batch.then_some(a.left_core_h.max(0.0));
             vm.deadline = match (batch, a.deadline) {
-                (false, _) => None,
-                (true, Some(d)) if relax => Some(d.max(relaxed)),
-                (true, Some(d)) => Some(urgent_deadline(
+                (true, Some(d)) => Some(period::planning_deadline(
                     now,
                     d,
                     a.left_core_h,
                     a.vcpus,
                     period,
                     steps,
+                    relax,
                 )),
-                (true, None) => None,
+                _ => None,
             };
         }
         let (vms, index) = if with_pending {
@@ -747,55 +749,39 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn solve(&mut self, t_s: f64, solver: SolverKind) {
-        let opts = SolveOptions {
-            solver,
-            time_limit: self.sc.sim.plan_time_limit_ms.map(Duration::from_millis),
-            with_baseline: self.sc.sim.compare_baseline,
-            skip_lower_bound: !self.sc.sim.lower_bound,
-        };
+    /// Plan the period at `t_s` with the shared [`PeriodPlanner`] (its
+    /// fallback ladder); when every rung fails, keep the previous placement
+    /// and run batch work as soon as possible where it is.
+    fn solve(&mut self, t_s: f64) {
         self.t.plans += 1;
-        let has_pending = self.active.iter().any(|a| a.host.is_none());
-        // The full snapshot; then, should the planner fail (a job its packing
-        // cannot serve in time), batch deadlines relaxed for this plan only;
-        // then without the pending VMs, which wait for the next period.
-        // Last, with the migration budget lifted (an operator's emergency
-        // moves when load has grown past what a packed server can hold).
-        let mut attempts = vec![(true, false, false), (true, true, false)];
-        if has_pending {
-            attempts.push((false, true, false));
-        }
-        attempts.push((has_pending, true, true));
-        for (k, (with_pending, relax, rescue)) in attempts.into_iter().enumerate() {
-            let began = Instant::now();
-            let (mut snap, index) = self.snapshot(t_s, with_pending, relax);
-            if rescue {
-                snap.policy.max_migrations = snap.vms.len();
+        let mut planner = self.planner.take().expect("the planner is home");
+        let began = Instant::now();
+        let mut src = Source {
+            engine: self,
+            t_s,
+            index: Vec::new(),
+            building: Duration::ZERO,
+        };
+        let decision = planner.plan(&mut src, &mut |_, solved| {
+            if let Err(e) = solved {
+                debug!(t_s, error = %e, "Plan failed.");
             }
-            let built = Instant::now();
-            // The simulator builds its snapshots from a validated scenario;
-            // the first one of a run is checked in full all the same.
-            let solved = if self.validated {
-                scheduler::solve_prepared_carried(&snap, &opts, &mut self.carry)
-            } else {
-                scheduler::validate::validate(&snap).and_then(|()| {
-                    self.validated = true;
-                    scheduler::solve_prepared_carried(&snap, &opts, &mut self.carry)
-                })
-            };
-            self.solver += built.elapsed();
-            self.snapshotting += built - began;
-            self.restore(snap);
-            match solved {
-                Ok(solution) => return self.apply_solution(t_s, &solution, &index),
-                Err(e) => {
-                    if k == 0 {
-                        self.t.plan_failures += 1;
-                    }
-                    debug!(t_s, with_pending, relax, rescue, error = %e, "Plan failed.");
-                }
-            }
+        });
+        let (index, building) = (std::mem::take(&mut src.index), src.building);
+        self.planner = Some(planner);
+        self.snapshotting += building;
+        self.solver += began.elapsed().saturating_sub(building);
+        if decision.first_rung_failed() {
+            self.t.plan_failures += 1;
         }
+        match decision {
+            PeriodDecision::Planned(p) => self.apply_solution(t_s, &p.solution, &index),
+            PeriodDecision::Kept { .. } => self.keep(t_s),
+        }
+    }
+
+    /// No plan this period: the previous placement stays.
+    fn keep(&mut self, t_s: f64) {
         warn!(
             t_s,
             "No plan for this period; keeping the previous placement."

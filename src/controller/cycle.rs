@@ -1,13 +1,16 @@
-//! One control period, without I/O: snapshot → plan (with the baseline's
-//! cost beside it) → power-on rate limit → the plan record, its status for
-//! the configured mode, and the history point. The async loop around it
-//! (MQTT, actuator, offers, time series) only carries out what this returns.
+//! One control period, without I/O: the shared period planner
+//! (`scheduler::period`, the same one the simulator runs) over a snapshot
+//! source built from the site state → the power-on rate limit → the plan
+//! record, its status for the configured mode, and the history point. The
+//! async loop around it (MQTT, actuator, offers, time series) only carries
+//! out what this returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use scheduler::model::{Plan, Snapshot};
+use scheduler::period::{self, PeriodDecision, PeriodPlanner, Rung, SnapshotSource, Validation};
 use scheduler::{PlanError, SolveOptions};
 
 use super::apply;
@@ -18,7 +21,7 @@ use super::state::{HistoryPoint, PlanRecord, PlanStatus, SiteState};
 /// What a period decided, to be committed to the site state.
 #[derive(Debug, Clone)]
 pub struct PeriodOutcome {
-    /// The snapshot that was planned.
+    /// The snapshot that was planned (the rung that planned).
     pub snapshot: Snapshot,
     /// The plan record.
     pub record: PlanRecord,
@@ -26,24 +29,102 @@ pub struct PeriodOutcome {
     pub stale: Vec<(String, bool)>,
     /// The history point of the period.
     pub history: HistoryPoint,
+    /// The ladder's rung that planned (`full` unless a fallback was needed).
+    pub rung: &'static str,
+    /// The errors of the rungs that failed before it.
+    pub fallbacks: Vec<(&'static str, PlanError)>,
+    /// Batch VMs that can no longer make their own deadline (planned
+    /// against an effective one).
+    pub overdue: Vec<String>,
 }
 
-fn solve_once(cfg: &ControllerConfig, snap: &Snapshot) -> Result<Plan, PlanError> {
+/// The controller's period planner: solver and time limit from the
+/// configuration, every snapshot validated (it carries telemetry and API
+/// data), the optimiser's carry kept from period to period.
+pub fn planner(cfg: &ControllerConfig) -> PeriodPlanner {
     let opts = SolveOptions {
         solver: cfg.solver.parse().unwrap_or_default(),
         time_limit: Some(Duration::from_millis(cfg.time_limit_ms)),
         with_baseline: true,
         ..Default::default()
     };
-    scheduler::solve(snap, &opts)
+    PeriodPlanner::new(opts, Validation::Every)
+}
+
+/// The site state as the period planner's snapshot source; `held` are
+/// servers the power-on rate limit keeps as they are.
+struct Source<'a> {
+    cfg: &'a ControllerConfig,
+    site: &'a SiteState,
+    demand: &'a BTreeMap<String, DemandView>,
+    now: DateTime<Utc>,
+    held: &'a BTreeSet<String>,
+}
+
+impl SnapshotSource for Source<'_> {
+    fn has_pending(&self) -> bool {
+        self.site.vms.values().any(|v| v.host.is_none())
+    }
+
+    fn snapshot(&mut self, rung: Rung) -> Snapshot {
+        let mut snap = snapshot::build(self.cfg, self.site, self.demand, self.now, rung);
+        for s in snap
+            .servers
+            .iter_mut()
+            .filter(|s| self.held.contains(&s.id))
+        {
+            s.can_switch = false;
+        }
+        snap
+    }
+}
+
+/// A rung's plan with its snapshot.
+struct Planned {
+    snap: Snapshot,
+    plan: Plan,
+    rung: &'static str,
+    fallbacks: Vec<(&'static str, PlanError)>,
+}
+
+/// One pass of the planner: the planned snapshot and its plan, or the
+/// first rung's error when no rung planned.
+fn plan_once(planner: &mut PeriodPlanner, src: &mut Source<'_>) -> Result<Planned, PlanError> {
+    let mut last = None;
+    let decision = planner.plan(src, &mut |snap, solved| {
+        last = solved
+            .as_ref()
+            .ok()
+            .map(|sol| (snap.clone(), period::to_plan(snap, sol)));
+    });
+    let named = |f: &[(Rung, PlanError)]| -> Vec<(&'static str, PlanError)> {
+        f.iter().map(|(r, e)| (r.name(), e.clone())).collect()
+    };
+    match (decision, last) {
+        (PeriodDecision::Planned(p), Some((snap, plan))) => Ok(Planned {
+            snap,
+            plan: plan?,
+            rung: p.rung.name(),
+            fallbacks: named(&p.failures),
+        }),
+        (PeriodDecision::Planned(_), None) => Err(PlanError::Solver(
+            "the planned rung's snapshot was not seen".into(),
+        )),
+        (PeriodDecision::Kept { failures }, _) => Err(failures
+            .into_iter()
+            .next()
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| PlanError::Solver("no rung of the ladder was tried".into()))),
+    }
 }
 
 /// Plan the period starting at `now` from a read of the site state. Runs
 /// the solver (CPU-bound: call it off the async runtime); changes nothing —
-/// [`commit`] records the outcome. On failure the error names the rule that
-/// could not be met.
+/// [`commit`] records the outcome. When no rung of the ladder plans, the
+/// error is the first rung's, naming the rule that could not be met.
 pub fn plan_period(
     cfg: &ControllerConfig,
+    planner: &mut PeriodPlanner,
     site: &SiteState,
     demand: &BTreeMap<String, DemandView>,
     plan_id: u64,
@@ -54,11 +135,45 @@ pub fn plan_period(
         .keys()
         .map(|id| (id.clone(), snapshot::is_stale(cfg, site, id, now)))
         .collect();
-    let mut snap = snapshot::build(cfg, site, demand, now);
-    let mut plan = solve_once(cfg, &snap)?;
-    if apply::limit_power_ons(&mut snap, &plan, cfg.max_power_ons_per_period) {
-        plan = solve_once(cfg, &snap)?;
-    }
+    let max_ons = cfg.max_power_ons_per_period;
+    let mut held = BTreeSet::new();
+    let planned = loop {
+        let mut src = Source {
+            cfg,
+            site,
+            demand,
+            now,
+            held: &held,
+        };
+        let p = plan_once(planner, &mut src)?;
+        let ons = apply::power_ons(&p.snap, &p.plan);
+        if !held.is_empty() || ons.len() <= max_ons {
+            break p;
+        }
+        tracing::info!(
+            planned = ons.len(),
+            allowed = max_ons,
+            "Power-ons above the rate limit; re-planning with the rest held off."
+        );
+        held.extend(ons[max_ons..].iter().cloned());
+    };
+    Ok(outcome(cfg, planned, plan_id, now, stale, site))
+}
+
+fn outcome(
+    cfg: &ControllerConfig,
+    planned: Planned,
+    plan_id: u64,
+    now: DateTime<Utc>,
+    stale: Vec<(String, bool)>,
+    site: &SiteState,
+) -> PeriodOutcome {
+    let Planned {
+        snap,
+        plan,
+        rung,
+        fallbacks,
+    } = planned;
     let status = match cfg.mode {
         Mode::Apply => PlanStatus::Applied,
         Mode::DryRun => PlanStatus::DryRun,
@@ -73,7 +188,7 @@ pub fn plan_period(
         cost: plan.objective.cost,
         baseline_cost: plan.baseline_cost,
     };
-    Ok(PeriodOutcome {
+    PeriodOutcome {
         snapshot: snap,
         record: PlanRecord {
             id: plan_id,
@@ -83,7 +198,10 @@ pub fn plan_period(
         },
         stale,
         history,
-    })
+        rung,
+        fallbacks,
+        overdue: snapshot::overdue(cfg, site, now),
+    }
 }
 
 /// Record a period's outcome: staleness, the history point, the new latest
@@ -119,7 +237,7 @@ mod tests {
         plan_id: u64,
         now: DateTime<Utc>,
     ) -> Result<PeriodOutcome, PlanError> {
-        let out = plan_period(cfg, site, demand, plan_id, now)?;
+        let out = plan_period(cfg, &mut planner(cfg), site, demand, plan_id, now)?;
         commit(site, &out);
         Ok(out)
     }
@@ -214,17 +332,71 @@ mod tests {
     }
 
     #[test]
-    fn an_infeasible_period_keeps_the_previous_plan() {
+    fn a_pending_vm_that_fits_nowhere_waits_and_the_rest_is_planned() {
+        let c = cfg("apply");
+        let mut s = site();
+        let first = plan_and_commit(&c, &mut s, &demand(), 1, now()).unwrap();
+        // The first plan's placement was carried out.
+        s.vms.get_mut("web").unwrap().host = Some(first.record.plan.placements["web"].clone());
+        let mut huge = s.vms["web"].clone();
+        huge.id = "huge".into();
+        huge.host = None;
+        huge.mem_gib = 512.0;
+        s.vms.insert("huge".into(), huge);
+        let out = plan_and_commit(&c, &mut s, &demand(), 2, now()).expect("the rest plans");
+        assert_eq!(out.rung, "without_pending");
+        assert!(
+            out.fallbacks[0].1.to_string().contains("huge"),
+            "{:?}",
+            out.fallbacks
+        );
+        assert!(!out.record.plan.placements.contains_key("huge"));
+        assert!(out.record.plan.placements.contains_key("web"));
+        assert_eq!(s.latest_plan.as_ref().unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_period_no_rung_can_plan_keeps_the_previous_plan() {
         let c = cfg("apply");
         let mut s = site();
         plan_and_commit(&c, &mut s, &demand(), 1, now()).unwrap();
-        let mut huge = s.vms["web"].clone();
-        huge.id = "huge".into();
-        huge.mem_gib = 512.0;
-        s.vms.insert("huge".into(), huge);
+        let mut stuck = s.vms["web"].clone();
+        stuck.id = "stuck".into();
+        stuck.host = Some("a".into());
+        stuck.migratable = false;
+        stuck.mem_gib = 512.0;
+        s.vms.insert("stuck".into(), stuck);
         let err = plan_and_commit(&c, &mut s, &demand(), 2, now()).unwrap_err();
-        assert!(err.to_string().contains("huge"), "{err}");
+        assert!(matches!(err, PlanError::Infeasible { .. }), "{err}");
         assert_eq!(s.latest_plan.as_ref().unwrap().id, 1);
         assert_eq!(s.history.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_job_past_saving_is_planned_against_an_effective_deadline() {
+        let c = cfg("apply");
+        let mut s = site();
+        s.vms.insert(
+            "late".into(),
+            Vm {
+                id: "late".into(),
+                vcpus: 2,
+                mem_gib: 2.0,
+                image: None,
+                host: Some("a".into()),
+                kind: VmKind::Batch,
+                load: None,
+                work_core_h: Some(10.0),
+                deadline: Some(now() + chrono::Duration::minutes(15)),
+                migratable: true,
+            },
+        );
+        let out = plan_and_commit(&c, &mut s, &demand(), 1, now()).expect("plans");
+        assert_eq!(out.rung, "full", "{:?}", out.fallbacks);
+        assert_eq!(out.overdue, ["late"]);
+        let cores = &out.record.plan.batch_cores["late"];
+        assert!(cores.iter().sum::<f64>() > 0.0, "{cores:?}");
+        let shown = out.snapshot.vms.iter().find(|v| v.id == "late").unwrap();
+        assert!(shown.deadline.unwrap() > now() + chrono::Duration::hours(5));
     }
 }

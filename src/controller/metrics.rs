@@ -55,6 +55,8 @@ pub struct Metrics {
     pub plans: Counter,
     /// Control periods in which no plan could be made.
     pub plan_failures: Counter,
+    /// Rungs of the planning ladder that failed before one planned.
+    pub plan_fallbacks: Counter,
     /// Heat demand per consumer, kW.
     pub heat_demand_kw: Family<ConsumerLabel, GaugeF>,
     /// Heat offered per consumer, kW.
@@ -99,6 +101,7 @@ impl Metrics {
             plan_solve_seconds: GaugeF::default(),
             plans: Counter::default(),
             plan_failures: Counter::default(),
+            plan_fallbacks: Counter::default(),
             heat_demand_kw: Family::default(),
             heat_offered_kw: Family::default(),
             heat_delivered_kw: GaugeF::default(),
@@ -143,6 +146,11 @@ impl Metrics {
             "plan_failures",
             "Control periods in which no plan could be made",
             m.plan_failures.clone(),
+        );
+        registry.register(
+            "plan_fallbacks",
+            "Rungs of the planning ladder (relaxed deadlines, pending VMs left waiting, migration budget lifted) that failed before one planned",
+            m.plan_fallbacks.clone(),
         );
         registry.register(
             "heat_demand_kw",

@@ -265,6 +265,7 @@ pub async fn start(
         influx: influx_sink.clone(),
     };
     let actuator = Actuator::new(cfg.actuator.clone());
+    let cfg_for_planner = cfg.clone();
     let ctl = Loop {
         cfg,
         clock,
@@ -276,6 +277,7 @@ pub async fn start(
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
+        planner: Some(cycle::planner(&cfg_for_planner)),
     };
     let join = tokio::spawn(async move {
         let mut ctl = ctl;
@@ -368,6 +370,9 @@ struct Loop {
     caps: CapSequencer,
     /// Caps of the plan in force, re-sent every period to renew the lease.
     last_caps: BTreeMap<String, f64>,
+    /// The period planner (the optimiser's carry lives in it); `None` only
+    /// while a period is being planned.
+    planner: Option<scheduler::period::PeriodPlanner>,
 }
 
 impl Loop {
@@ -418,12 +423,22 @@ impl Loop {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let cfg = self.cfg.clone();
+            let mut planner = self
+                .planner
+                .take()
+                .unwrap_or_else(|| cycle::planner(&self.cfg));
             let planned = tokio::task::spawn_blocking(move || {
-                cycle::plan_period(&cfg, &read, &views, plan_id, now)
+                let out = cycle::plan_period(&cfg, &mut planner, &read, &views, plan_id, now);
+                (planner, out)
             })
-            .await;
+            .await
+            .map(|(planner, out)| {
+                self.planner = Some(planner);
+                out
+            });
             match planned {
                 Ok(Ok(out)) => {
+                    self.report_fallbacks(&out);
                     {
                         let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
                         cycle::commit(&mut site, &out);
@@ -460,6 +475,18 @@ impl Loop {
                     tracing::error!(error = %e, "Planner task failed.");
                 }
             }
+        }
+    }
+
+    /// Log and count the ladder's failed rungs and the overdue batch jobs
+    /// of a period that planned.
+    fn report_fallbacks(&self, out: &PeriodOutcome) {
+        for (rung, e) in &out.fallbacks {
+            self.app.metrics.plan_fallbacks.inc();
+            tracing::warn!(rung, error = %e, "Rung of the planning ladder failed; trying the next.");
+        }
+        if !out.overdue.is_empty() {
+            tracing::warn!(vms = ?out.overdue, planned_on = out.rung, "Batch VMs can no longer make their deadline; planned against an effective one.");
         }
     }
 

@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
-use scheduler::model::{HeatLoop, Server, Snapshot, SNAPSHOT_SCHEMA};
+use scheduler::model::{HeatLoop, Server, Snapshot, Vm, SNAPSHOT_SCHEMA};
+use scheduler::period::{self, Rung};
 
 use super::config::ControllerConfig;
 use super::state::SiteState;
@@ -61,12 +62,59 @@ pub fn is_stale(cfg: &ControllerConfig, site: &SiteState, id: &str, now: DateTim
     !(fresh && n.online)
 }
 
-/// Build the snapshot for the period starting at `now`.
+/// The deadline a snapshot shows for `vm` (none for interactive VMs).
+fn planned_deadline(
+    cfg: &ControllerConfig,
+    vm: &Vm,
+    now: DateTime<Utc>,
+    relax: bool,
+) -> Option<DateTime<Utc>> {
+    let (deadline, left) = (vm.deadline?, vm.work_core_h.unwrap_or(0.0));
+    let (vcpus, period_s) = (f64::from(vm.vcpus), cfg.control_period_s);
+    let own = period::overdue_deadline(now, deadline, left, vcpus, period_s).unwrap_or(deadline);
+    Some(period::planning_deadline(
+        now,
+        own,
+        left,
+        vcpus,
+        period_s,
+        cfg.horizon_steps,
+        relax,
+    ))
+}
+
+/// Batch VMs that can no longer finish their work by their own deadline at
+/// full speed (planned against [`period::overdue_deadline`]), in id order.
+pub fn overdue(cfg: &ControllerConfig, site: &SiteState, now: DateTime<Utc>) -> Vec<String> {
+    site.vms
+        .values()
+        .filter(|v| {
+            v.deadline.is_some_and(|d| {
+                period::overdue_deadline(
+                    now,
+                    d,
+                    v.work_core_h.unwrap_or(0.0),
+                    f64::from(v.vcpus),
+                    cfg.control_period_s,
+                )
+                .is_some()
+            })
+        })
+        .map(|v| v.id.clone())
+        .collect()
+}
+
+/// Build the snapshot for the period starting at `now`, for one rung of
+/// the period planner's fallback ladder: pending VMs left out when
+/// `rung.with_pending` is false; batch deadlines as
+/// [`period::planning_deadline`] shows them (a job that can no longer make
+/// its own is planned against [`period::overdue_deadline`]).
 pub fn build(
     cfg: &ControllerConfig,
     site: &SiteState,
     demand: &BTreeMap<String, DemandView>,
     now: DateTime<Utc>,
+    rung: Rung,
 ) -> Snapshot {
     let step_s = cfg.control_period_s;
     let steps = cfg.horizon_steps;
@@ -116,11 +164,13 @@ pub fn build(
     let vms = site
         .vms
         .values()
+        .filter(|v| rung.with_pending || v.host.is_some())
         .map(|v| {
             let mut v = v.clone();
             if v.host.as_deref().is_some_and(|h| stale_hosts.contains(&h)) {
                 v.migratable = false;
             }
+            v.deadline = planned_deadline(cfg, &v, now, rung.relax_deadlines);
             v
         })
         .collect();
@@ -206,7 +256,7 @@ mod tests {
 
     #[test]
     fn prices_follow_the_hourly_tariff_across_the_horizon() {
-        let snap = build(&cfg(), &site(now()), &BTreeMap::new(), now());
+        let snap = build(&cfg(), &site(now()), &BTreeMap::new(), now(), Rung::FULL);
         // 16:30, 16:45 → 0.21; 17:00, 17:15 → 0.30.
         assert_eq!(snap.electricity_price_per_kwh, vec![0.21, 0.21, 0.30, 0.30]);
         assert_eq!(
@@ -228,10 +278,10 @@ mod tests {
                 heat_value_per_kwh: Some(0.11),
             },
         );
-        let snap = build(&cfg(), &site(now()), &d, now());
+        let snap = build(&cfg(), &site(now()), &d, now(), Rung::FULL);
         assert_eq!(snap.loops[0].demand_kw, vec![5.0, 5.0, 6.0, 6.0]);
         assert_eq!(snap.loops[0].heat_value_per_kwh, 0.11);
-        let none = build(&cfg(), &site(now()), &BTreeMap::new(), now());
+        let none = build(&cfg(), &site(now()), &BTreeMap::new(), now(), Rung::FULL);
         assert_eq!(
             none.loops[0].demand_kw,
             vec![0.0; 4],
@@ -247,12 +297,12 @@ mod tests {
         let s = site(old);
         assert!(is_stale(&c, &s, "b", now()));
         assert!(!is_stale(&c, &s, "a", now()));
-        let snap = build(&c, &s, &BTreeMap::new(), now());
+        let snap = build(&c, &s, &BTreeMap::new(), now(), Rung::FULL);
         let b = &snap.servers[1];
         assert!(!b.can_switch, "a stale node keeps its state");
         assert_eq!(b.mem_gib, 4.0, "capacity frozen at what its VMs use");
         assert!(!snap.vms[0].migratable, "its VMs stay put");
-        let fresh = build(&c, &site(now()), &BTreeMap::new(), now());
+        let fresh = build(&c, &site(now()), &BTreeMap::new(), now(), Rung::FULL);
         assert!(fresh.servers[1].can_switch && fresh.vms[0].migratable);
     }
 
