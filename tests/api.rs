@@ -68,6 +68,7 @@ fn populated_site() -> SiteState {
                     mem_total_gib: None,
                     thermal_guard: false,
                     gpus: vec![],
+                    vms: None,
                 }),
             },
         );

@@ -5,6 +5,8 @@
 //! the JSON and then runs the payload's [`Payload::validate`]; anything that
 //! fails is reported and must change nothing on the receiving side.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,10 @@ pub const MAX_PLAUSIBLE_W: f64 = 1.0e6;
 pub const MAX_LEASE_S: f64 = 86_400.0;
 /// Largest heat figure accepted from a consumer (kW): 1 GW.
 pub const MAX_PLAUSIBLE_KW: f64 = 1.0e6;
+/// Most VMs one telemetry message or cap may name.
+pub const MAX_VMS: usize = 4096;
+/// Most vCPUs (or CPU cores of quota) one VM may have.
+pub const MAX_VM_VCPUS: f64 = 4096.0;
 
 /// Why a payload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +110,91 @@ pub struct Telemetry {
     /// Per-GPU readings.
     #[serde(default)]
     pub gpus: Vec<GpuTelemetry>,
+    /// The VMs on this host (DESIGN.md §4.6), read from cgroup v2; absent
+    /// when the agent does not know them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vms: Option<Vec<VmTelemetry>>,
+}
+
+/// One VM's readings inside [`Telemetry`] (DESIGN.md §4.6). Every figure is
+/// optional: absent means "not known".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmTelemetry {
+    /// The VM's id (libvirt domain name, Proxmox vmid); a valid topic level.
+    pub id: String,
+    /// Virtual CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Memory limit (cgroup `memory.max`), GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_gib: Option<f64>,
+    /// Memory in use (cgroup `memory.current`), GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used_gib: Option<f64>,
+    /// Cumulative CPU time (cgroup `cpu.stat` `usage_usec`), s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
+    /// CPU used over the last interval as a share of its vCPUs, 0–1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_util: Option<f64>,
+    /// CPU quota in force (cgroup `cpu.max`), cores; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota_cores: Option<f64>,
+}
+
+/// Why `id` cannot name a VM (as a topic level and as an argument to the
+/// agent's actuators), or `Ok`. A VM id is a valid topic level
+/// ([`crate::topics::valid_level`]) that is not `.` or `..` and holds no
+/// backslash, whitespace or control character.
+pub fn check_vm_id(id: &str) -> Result<(), String> {
+    if !crate::topics::valid_level(id) {
+        return Err(format!(
+            "VM id {id:?} is not a topic level (empty, over 128 bytes, or with / + # NUL)"
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("VM id {id:?} is a path component"));
+    }
+    if id.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "VM id {id:?} holds a backslash, whitespace or a control character"
+        ));
+    }
+    Ok(())
+}
+
+fn check_vm_telemetry(i: usize, vm: &VmTelemetry) -> Result<(), PayloadError> {
+    let f = |name: &str| format!("vms[{i}].{name}");
+    check_vm_id(&vm.id).map_err(|p| PayloadError::invalid(f("id"), p))?;
+    if let Some(v) = vm.vcpus {
+        check_range(&f("vcpus"), f64::from(v), 0.0, MAX_VM_VCPUS)?;
+    }
+    check_opt(&f("mem_gib"), vm.mem_gib, 0.0, 1.0e6)?;
+    check_opt(&f("mem_used_gib"), vm.mem_used_gib, 0.0, 1.0e6)?;
+    check_opt(&f("cpu_s"), vm.cpu_s, 0.0, f64::MAX)?;
+    check_opt(&f("cpu_util"), vm.cpu_util, 0.0, 1.0)?;
+    check_opt(&f("cpu_quota_cores"), vm.cpu_quota_cores, 0.0, MAX_VM_VCPUS)?;
+    Ok(())
+}
+
+fn check_vms(vms: &[VmTelemetry]) -> Result<(), PayloadError> {
+    if vms.len() > MAX_VMS {
+        return Err(PayloadError::invalid(
+            "vms",
+            format!("more than {MAX_VMS} VMs"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, vm) in vms.iter().enumerate() {
+        check_vm_telemetry(i, vm)?;
+        if !seen.insert(vm.id.as_str()) {
+            return Err(PayloadError::invalid(
+                format!("vms[{i}].id"),
+                format!("{:?} appears twice", vm.id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One GPU's readings inside [`Telemetry`].
@@ -143,12 +234,19 @@ impl Payload for Telemetry {
                 MAX_PLAUSIBLE_W,
             )?;
         }
+        if let Some(vms) = &self.vms {
+            check_vms(vms)?;
+        }
         Ok(())
     }
 }
 
 /// Power cap command, `node/<node>/cap`, controller → agent. QoS 1, never
 /// retained; QoS 1 may deliver twice, so agents apply a given `seq` once.
+///
+/// Unknown fields are refused by this version (a typo must not pass as a
+/// cap); the fields added by DESIGN.md §4.6 are optional, so their absence
+/// means "no quota" / "no epoch".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapCommand {
@@ -166,6 +264,17 @@ pub struct CapCommand {
     /// Monotonic sequence number; a command with a `seq` already applied is
     /// ignored.
     pub seq: u64,
+    /// The controller's epoch: its start time in ms since the Unix epoch.
+    /// A command with a higher epoch than the last one applied resets the
+    /// `seq` high-water mark; a lower one is refused while that lease runs.
+    /// Absent counts as 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Per-VM CPU quotas (DESIGN.md §4.6), cores by VM id: enforced on each
+    /// VM's cgroup `cpu.max` under this command's lease and `seq`; a VM
+    /// left out has no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_cpu_cores: Option<BTreeMap<String, f64>>,
 }
 
 impl Payload for CapCommand {
@@ -185,7 +294,113 @@ impl Payload for CapCommand {
                 format!("{} is not in (0, {MAX_LEASE_S}]", self.lease_s),
             ));
         }
+        if let Some(vms) = &self.vm_cpu_cores {
+            if vms.len() > MAX_VMS {
+                return Err(PayloadError::invalid(
+                    "vm_cpu_cores",
+                    format!("more than {MAX_VMS} VMs"),
+                ));
+            }
+            for (id, cores) in vms {
+                let field = format!("vm_cpu_cores.{id}");
+                check_vm_id(id).map_err(|p| PayloadError::invalid(&field, p))?;
+                check_range(&field, *cores, 0.0, MAX_VM_VCPUS)?;
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+
+    const CAP: &str = r#"{"ts":"2026-01-15T06:00:00Z","cap_w":250,"lease_s":60,"seq":7"#;
+
+    fn cap_with(extra: &str) -> Result<CapCommand, PayloadError> {
+        decode::<CapCommand>(format!("{CAP}{extra}}}").as_bytes())
+    }
+
+    #[test]
+    fn a_cap_with_vm_quotas_and_an_epoch_round_trips() {
+        let cap = cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
+        assert_eq!(cap.epoch, Some(1_767_225_600_000));
+        let vms = cap.vm_cpu_cores.clone().unwrap();
+        assert_eq!((vms["web1"], vms["100"]), (2.5, 0.0));
+        let again: CapCommand = decode(serde_json::to_vec(&cap).unwrap().as_slice()).unwrap();
+        assert_eq!(cap, again);
+    }
+
+    #[test]
+    fn an_old_cap_without_the_new_fields_still_decodes_and_encodes_without_them() {
+        let cap = cap_with("").unwrap();
+        assert_eq!((cap.epoch, cap.vm_cpu_cores.as_ref()), (None, None));
+        let text = serde_json::to_string(&cap).unwrap();
+        assert!(
+            !text.contains("epoch") && !text.contains("vm_cpu_cores"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_vm_quotas_are_refused_naming_the_vm() {
+        let cases = [
+            (r#","vm_cpu_cores":{"web1":-1}"#, "vm_cpu_cores.web1"),
+            (r#","vm_cpu_cores":{"web1":1e9}"#, "vm_cpu_cores.web1"),
+            (r#","vm_cpu_cores":{"a/b":1}"#, "topic level"),
+            (r#","vm_cpu_cores":{"":1}"#, "topic level"),
+            (r#","vm_cpu_cores":{"..":1}"#, "path component"),
+            (r#","vm_cpu_cores":{"web 1":1}"#, "whitespace"),
+            (r#","vm_cpu_cores":{"web1":"2"}"#, "malformed"),
+            (r#","epoch":-3"#, "malformed"),
+        ];
+        for (extra, needle) in cases {
+            let err = cap_with(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn telemetry_with_vms_round_trips_and_old_telemetry_has_none() {
+        let json = br#"{"ts":"2026-01-15T06:00:00Z","cpu_util":0.5,"vms":[{"id":"web1","vcpus":4,"mem_gib":8.0,"mem_used_gib":5.1,"cpu_s":123456.7,"cpu_util":0.43},{"id":"100"}]}"#;
+        let t: Telemetry = decode(json).unwrap();
+        let vms = t.vms.clone().unwrap();
+        assert_eq!(vms[0].vcpus, Some(4));
+        assert_eq!(vms[0].cpu_s, Some(123_456.7));
+        assert_eq!(vms[1].cpu_util, None, "absent means not known");
+        let again: Telemetry = decode(serde_json::to_vec(&t).unwrap().as_slice()).unwrap();
+        assert_eq!(t, again);
+        let old: Telemetry = decode(br#"{"ts":"2026-01-15T06:00:00Z","cpu_util":0.5}"#).unwrap();
+        assert_eq!(old.vms, None);
+    }
+
+    #[test]
+    fn bad_vm_telemetry_is_refused_naming_the_field() {
+        let base = r#"{"ts":"2026-01-15T06:00:00Z","cpu_util":0.5,"vms":"#;
+        let cases = [
+            (r#"[{"id":"a","cpu_util":1.5}]"#, "vms[0].cpu_util"),
+            (r#"[{"id":"a","mem_gib":-1}]"#, "vms[0].mem_gib"),
+            (r#"[{"id":"a"},{"id":"b#"}]"#, "vms[1].id"),
+            (r#"[{"id":"a"},{"id":"a"}]"#, "appears twice"),
+            (r#"[{"vcpus":2}]"#, "malformed"),
+        ];
+        for (vms, needle) in cases {
+            let err = decode::<Telemetry>(format!("{base}{vms}}}").as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{vms}: {err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn vm_ids_are_checked_with_a_reason() {
+        for ok in ["web1", "100", "db-primary.prod", "machine_1"] {
+            assert_eq!(check_vm_id(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a+b", "a#", "a\\b", "a\tb", "a b"] {
+            let why = check_vm_id(bad).unwrap_err();
+            assert!(why.contains("VM id"), "{bad}: {why}");
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::AgentConfig;
-use crate::control::{CommandOutcome, ControlConfig, Controller, Event as ControlEvent};
+use crate::control::{Arrival, CommandOutcome, ControlConfig, Controller, Event as ControlEvent};
 use crate::node::{ApplyReport, Node, Readings};
 use crate::state::{StateError, StateFile};
 
@@ -85,6 +85,11 @@ pub struct AgentStats {
     pub bad_payloads: AtomicU64,
     /// Cap commands ignored as repeated or older `seq`.
     pub duplicates: AtomicU64,
+    /// Well-formed cap commands refused as not fresh or not bounded
+    /// (retained, stale, from the future, lease too long, old epoch).
+    pub caps_refused: AtomicU64,
+    /// Odd cgroup entries skipped (each counted once).
+    pub vm_entries_skipped: AtomicU64,
     /// Leases that ran out.
     pub lease_expiries: AtomicU64,
     /// Times the thermal guard engaged.
@@ -178,6 +183,8 @@ pub async fn run(
         }
         let originals = blocking(&node, |n| n.originals().clone()).await?;
         state.save(&originals)?;
+        let st = state.clone();
+        blocking(&node, move |n| n.set_state_file(Some(st))).await?;
     }
     let caps = blocking(&node, |n| n.capabilities()).await?;
     info!(node = %node_id, cpu = ?caps.cpu, gpus = caps.gpus.len(), dry_run = opts.dry_run, "Agent started.");
@@ -194,7 +201,7 @@ pub async fn run(
         true,
     ));
     let (client, eventloop) = AsyncClient::new(mqtt, 64);
-    let (cap_tx, mut cap_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (cap_tx, mut cap_rx) = mpsc::channel::<(Vec<u8>, bool)>(256);
     let poller = tokio::spawn(poll_loop(
         eventloop,
         client.clone(),
@@ -217,8 +224,8 @@ pub async fn run(
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            Some(payload) = cap_rx.recv() => {
-                if handle_cap(&payload, &mut controller, &stats, &node_id) {
+            Some((payload, retained)) = cap_rx.recv() => {
+                if handle_cap(&payload, retained, &mut controller, &stats, &node_id) {
                     if let Err(e) = actuate(&node, &controller, &stats).await {
                         break Err(e);
                     }
@@ -229,6 +236,9 @@ pub async fn run(
                     Ok(r) => last = r,
                     Err(e) => break Err(e),
                 }
+                stats
+                    .vm_entries_skipped
+                    .fetch_add(last.vm_skipped_new as u64, Ordering::Relaxed);
                 let now = Instant::now();
                 for ev in [controller.tick(now), controller.on_temperatures(&last.thermals)].into_iter().flatten() {
                     log_event(&ev, &node_id, &stats);
@@ -280,7 +290,13 @@ pub async fn run(
 }
 
 /// Decode and judge one cap payload; `true` when the targets may have changed.
-fn handle_cap(payload: &[u8], controller: &mut Controller, stats: &AgentStats, node: &str) -> bool {
+fn handle_cap(
+    payload: &[u8],
+    retained: bool,
+    controller: &mut Controller,
+    stats: &AgentStats,
+    node: &str,
+) -> bool {
     let cmd = match decode::<CapCommand>(payload) {
         Ok(c) => c,
         Err(e) => {
@@ -293,7 +309,12 @@ fn handle_cap(payload: &[u8], controller: &mut Controller, stats: &AgentStats, n
     if let Some(ev) = controller.tick(now) {
         log_event(&ev, node, stats);
     }
-    match controller.on_command(now, &cmd) {
+    let arrival = Arrival {
+        at: now,
+        wall: chrono::Utc::now(),
+        retained,
+    };
+    match controller.on_command(arrival, &cmd) {
         CommandOutcome::Accepted {
             seq,
             cap_w,
@@ -307,9 +328,16 @@ fn handle_cap(payload: &[u8], controller: &mut Controller, stats: &AgentStats, n
                 requested_w = cmd.cap_w,
                 clamped,
                 lease_s = cmd.lease_s,
+                epoch = cmd.epoch,
+                vm_quotas = cmd.vm_cpu_cores.as_ref().map_or(0, |v| v.len()),
                 "Power cap accepted."
             );
             true
+        }
+        CommandOutcome::Refused { seq, reason } => {
+            let count = bump(&stats.caps_refused);
+            warn!(node, seq, reason = %reason, count, "Cap command refused; nothing changed.");
+            false
         }
         CommandOutcome::Ignored { seq, last_seq } => {
             bump(&stats.duplicates);
@@ -374,6 +402,7 @@ fn telemetry(r: &Readings, controller: &Controller) -> Telemetry {
         mem_total_gib: r.mem_total_gib,
         thermal_guard: targets.guard,
         gpus: r.gpus.clone(),
+        vms: r.vms.clone(),
     }
 }
 
@@ -385,7 +414,7 @@ async fn poll_loop(
     client: AsyncClient,
     cap_topic: String,
     status_topic: String,
-    caps: mpsc::Sender<Vec<u8>>,
+    caps: mpsc::Sender<(Vec<u8>, bool)>,
     stats: Arc<AgentStats>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -405,7 +434,7 @@ async fn poll_loop(
                 info!(topic = %cap_topic, "Connected to the broker; listening for caps.");
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cap_topic => {
-                if caps.try_send(p.payload.to_vec()).is_err() {
+                if caps.try_send((p.payload.to_vec(), p.retain)).is_err() {
                     let count = bump(&stats.bad_payloads);
                     warn!(count, "Cap command dropped: too many queued.");
                 }

@@ -60,6 +60,10 @@ pub struct CapsConfig {
     pub safe_cap_w: Option<f64>,
     /// Power outside CPU packages and GPUs, W.
     pub platform_w: f64,
+    /// Longest lease accepted, s; a cap asking for more is refused.
+    pub max_lease_s: f64,
+    /// How far a cap's `ts` or `epoch` may be ahead of this clock, s.
+    pub max_skew_s: f64,
 }
 
 impl Default for CapsConfig {
@@ -69,6 +73,33 @@ impl Default for CapsConfig {
             max_cap_w: 5000.0,
             safe_cap_w: None,
             platform_w: 40.0,
+            max_lease_s: 3600.0,
+            max_skew_s: 30.0,
+        }
+    }
+}
+
+/// `[vms]`: host inventory and per-VM CPU quotas from cgroup v2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmsConfig {
+    /// Read VMs and enforce their quotas.
+    pub enabled: bool,
+    /// The cgroup v2 mount, relative to the sysfs root.
+    pub cgroup_root: PathBuf,
+    /// Where VM scopes are found (see [`crate::cgroup::VmPattern`]).
+    pub patterns: Vec<String>,
+    /// Lowest quota written, cores.
+    pub min_quota_cores: f64,
+}
+
+impl Default for VmsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cgroup_root: PathBuf::from("sys/fs/cgroup"),
+            patterns: crate::cgroup::DEFAULT_PATTERNS.map(String::from).to_vec(),
+            min_quota_cores: 0.01,
         }
     }
 }
@@ -159,6 +190,8 @@ pub struct AgentConfig {
     pub thermal: ThermalConfig,
     /// `[gpu]`
     pub gpu: GpuConfig,
+    /// `[vms]`
+    pub vms: VmsConfig,
 }
 
 fn positive(key: &'static str, v: f64, max: f64) -> Result<(), ConfigError> {
@@ -219,6 +252,25 @@ impl AgentConfig {
             positive("caps.safe_cap_w", safe, max_w)?;
         }
         non_negative("caps.platform_w", self.caps.platform_w, max_w)?;
+        positive(
+            "caps.max_lease_s",
+            self.caps.max_lease_s,
+            protocol::payloads::MAX_LEASE_S,
+        )?;
+        non_negative("caps.max_skew_s", self.caps.max_skew_s, 3600.0)?;
+        positive("vms.min_quota_cores", self.vms.min_quota_cores, 1.0)?;
+        if self.vms.cgroup_root.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "vms.cgroup_root",
+                problem: "must be relative to the sysfs root".into(),
+            });
+        }
+        for p in &self.vms.patterns {
+            crate::cgroup::VmPattern::parse(p).map_err(|problem| ConfigError::Invalid {
+                key: "vms.patterns",
+                problem,
+            })?;
+        }
         non_negative("cpu.idle_w", self.cpu.idle_w, max_w)?;
         positive("cpu.max_w", self.cpu.max_w, max_w)?;
         if self.cpu.idle_w >= self.cpu.max_w {
@@ -263,6 +315,10 @@ mod tests {
         assert!(err.to_string().contains("thermal.guard_fraction"), "{err}");
         let err = AgentConfig::from_toml("[caps]\nmin_cap_w = 900\nmax_cap_w = 800\n").unwrap_err();
         assert!(err.to_string().contains("caps.min_cap_w"), "{err}");
+        let err = AgentConfig::from_toml("[caps]\nmax_lease_s = 1e9\n").unwrap_err();
+        assert!(err.to_string().contains("caps.max_lease_s"), "{err}");
+        let err = AgentConfig::from_toml("[vms]\npatterns = [\"qemu.slice/*.scope\"]\n").unwrap_err();
+        assert!(err.to_string().contains("vms.patterns"), "{err}");
         let ok = AgentConfig::from_toml("[caps]\nsafe_cap_w = 250\n").unwrap();
         assert_eq!(ok.caps.safe_cap_w, Some(250.0));
     }

@@ -14,6 +14,10 @@
 //!   restored by [`node::Node::restore`].
 //! - Control: [`control::Controller`] is a pure state machine (lease, thermal
 //!   guard with hysteresis, bounds) driven by time, commands and readings.
+//! - VMs: [`cgroup`] reads the host's VMs from cgroup v2 (libvirt/QEMU and
+//!   Proxmox scopes, patterns configurable) for telemetry, and
+//!   [`node::Node::apply`] holds per-VM CPU quotas on their `cpu.max`
+//!   under the same lease, originals and drift rules as the power caps.
 //! - The loop: [`agent::run`] speaks MQTT protocol v1 through rumqttc.
 //!
 //! Everything lives under an injectable [`sysfs::Sysfs`] root; absent
@@ -21,6 +25,7 @@
 //! [`testing`] holds the fakes (a sysfs tree, a GPU pool) used by tests.
 
 pub mod agent;
+pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod cpufreq;

@@ -4,20 +4,27 @@
 //!
 //! All calls block (sysfs, NVML): async code runs them in `spawn_blocking`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::payloads::GpuTelemetry;
+use protocol::payloads::{GpuTelemetry, VmTelemetry};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::cgroup::{CpuMax, VmPattern, VmScope};
 use crate::config::AgentConfig;
 use crate::control::{Capabilities, GpuCapability, RangeW, Targets, Thermal};
 use crate::cpufreq::{self, CpuPowerModel, Policy};
 use crate::gpu::GpuBackend;
 use crate::hwmon::{self, HwmonChip};
 use crate::rapl::{self, EnergyCounter, RaplZone};
+use crate::state::StateFile;
 use crate::sysfs::{Sysfs, SysfsError};
+
+mod vms;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -50,6 +57,8 @@ pub struct Probe {
     pub sysinfo_components: bool,
     /// GPU backend and device count, or why there are none.
     pub gpus: String,
+    /// VM scopes found in cgroup v2 (`id cgroup-path`).
+    pub vms: Vec<String>,
     /// Interfaces that are absent, in words.
     pub absent: Vec<String>,
 }
@@ -64,6 +73,21 @@ pub struct Originals {
     pub cpufreq_khz: Vec<(String, u64, u64)>,
     /// GPU index → power management limit, mW.
     pub gpu_mw: Vec<(u32, u32)>,
+    /// `cpu.max` of each VM scope the agent has set a quota on, from before
+    /// its first write until it is restored.
+    #[serde(default)]
+    pub vm_cpu_max: Vec<VmOriginal>,
+}
+
+/// A VM's `cpu.max` before the agent's first quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOriginal {
+    /// The VM's id.
+    pub id: String,
+    /// Its scope, relative to the cgroup root.
+    pub cgroup: String,
+    /// The value found.
+    pub cpu_max: CpuMax,
 }
 
 /// One round of readings.
@@ -87,6 +111,11 @@ pub struct Readings {
     pub gpus: Vec<GpuTelemetry>,
     /// Every temperature with its limit, for the thermal guard.
     pub thermals: Vec<Thermal>,
+    /// The VMs on this host (`None` when VM inventory is off).
+    pub vms: Option<Vec<VmTelemetry>>,
+    /// Odd cgroup entries seen for the first time in this read (each is
+    /// logged once with its reason).
+    pub vm_skipped_new: usize,
 }
 
 /// What one actuation pass did.
@@ -124,8 +153,22 @@ pub struct Node {
     originals: Originals,
     /// Last value applied (read back after writing) per actuator slot;
     /// `None` = untouched / at the original.
-    applied_cpu: Vec<Option<Slot>>,
-    applied_gpu: Vec<Option<Slot>>,
+    applied_cpu: Vec<Option<Slot<u64>>>,
+    applied_gpu: Vec<Option<Slot<u64>>>,
+    /// VM quota slots by scope (relative to the cgroup root).
+    applied_vm: BTreeMap<String, Option<Slot<CpuMax>>>,
+    /// The cgroup v2 mount, when VM inventory is on.
+    cgroup_root: Option<PathBuf>,
+    vm_patterns: Vec<VmPattern>,
+    /// VM scopes of the last read.
+    vm_scopes: Vec<VmScope>,
+    /// Last CPU usage per VM scope: (when, `usage_usec`).
+    vm_usage: HashMap<String, (Instant, u64)>,
+    /// Odd cgroup entries already logged.
+    vm_skips_seen: HashSet<String>,
+    /// Where VM originals are persisted before a first quota (none in a dry
+    /// run or before the agent set it).
+    state: Option<StateFile>,
     energy_j: f64,
     last_read: Option<Instant>,
     util_samples: u32,
@@ -209,11 +252,19 @@ impl Node {
             originals: Originals::default(),
             applied_cpu: Vec::new(),
             applied_gpu: Vec::new(),
+            applied_vm: BTreeMap::new(),
+            cgroup_root: None,
+            vm_patterns: Vec::new(),
+            vm_scopes: Vec::new(),
+            vm_usage: HashMap::new(),
+            vm_skips_seen: HashSet::new(),
+            state: None,
             energy_j: 0.0,
             last_read: None,
             util_samples: 0,
             reported_errors: Default::default(),
         };
+        node.open_cgroup();
         node.originals = node.current_values();
         node.applied_cpu = vec![None; node.cpu_slots()];
         node.applied_gpu = vec![None; node.gpu_ranges_mw.len()];
@@ -308,6 +359,11 @@ impl Node {
             hwmon_chips,
             sysinfo_components: self.components.is_some(),
             gpus: self.gpu_status.clone(),
+            vms: self
+                .vm_scopes
+                .iter()
+                .map(|v| format!("{} {}", v.id, v.key))
+                .collect(),
             absent,
         }
     }
@@ -401,6 +457,7 @@ impl Node {
         });
         self.applied_cpu = vec![unknown; self.cpu_slots()];
         self.applied_gpu = vec![unknown; self.gpu_ranges_mw.len()];
+        self.adopt_vm_originals(&previous.vm_cpu_max);
         self.restore()
     }
 
@@ -451,6 +508,7 @@ impl Node {
             self.energy_j += p * dt;
         }
         r.energy_j = self.energy_j;
+        self.read_vms(now, &mut r);
         r
     }
 
@@ -549,6 +607,7 @@ impl Node {
         for i in 0..self.gpu_ranges_mw.len() {
             self.apply_gpu(i as u32, targets.gpu_w.get(i).copied().flatten(), &mut rep);
         }
+        self.apply_vms(&targets.vm_cpu_cores, &mut rep);
         // A failing write (no root, a read-only attribute) fails every pass:
         // say so once per distinct error, then only at debug level.
         for e in &rep.errors {
@@ -563,13 +622,7 @@ impl Node {
 
     /// Write every original value back (clean exit, or a previous crash).
     pub fn restore(&mut self) -> ApplyReport {
-        let none = Targets {
-            cpu_w: None,
-            gpu_w: Vec::new(),
-            server_cap_w: None,
-            guard: false,
-        };
-        self.apply(&none)
+        self.apply(&Targets::originals())
     }
 
     fn apply_cpu(&mut self, cpu_w: Option<f64>, rep: &mut ApplyReport) {
@@ -687,23 +740,23 @@ impl Shown for String {
 /// What was last applied to one actuator: the value asked for and the value
 /// read back (the driver may round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    desired: u64,
-    readback: Option<u64>,
+struct Slot<T> {
+    desired: T,
+    readback: Option<T>,
 }
 
 /// One actuator slot: hold `desired` (or go back to `original` when `None`),
 /// re-applying when the value read differs from the one read back after the
 /// last write (someone else changed it).
 #[allow(clippy::too_many_arguments)]
-fn step<E: Shown>(
-    applied: &mut Option<Slot>,
-    desired: Option<u64>,
-    original: Option<u64>,
+fn step<T: Copy + PartialEq + fmt::Display + fmt::Debug, E: Shown>(
+    applied: &mut Option<Slot<T>>,
+    desired: Option<T>,
+    original: Option<T>,
     dry_run: bool,
     what: &str,
-    read: impl Fn() -> Result<u64, E>,
-    write: impl Fn(u64) -> Result<(), E>,
+    read: impl Fn() -> Result<T, E>,
+    write: impl Fn(T) -> Result<(), E>,
     rep: &mut ApplyReport,
 ) {
     let target = match (desired, *applied) {
@@ -720,7 +773,7 @@ fn step<E: Shown>(
     };
     if dry_run {
         if applied.map(|s| s.desired) != Some(target) {
-            info!(file = what, value = target, "Dry run: would write.");
+            info!(file = what, value = %target, "Dry run: would write.");
             rep.writes += 1;
         }
         *applied = desired.map(|_| Slot {
@@ -745,8 +798,8 @@ fn step<E: Shown>(
     if drifted {
         warn!(
             file = what,
-            expected = last_readback,
-            found = current,
+            expected = ?last_readback,
+            found = ?current,
             "Limit drifted; re-applying."
         );
         rep.drifted.push(what.to_owned());
@@ -757,7 +810,7 @@ fn step<E: Shown>(
             return;
         }
         rep.writes += 1;
-        debug!(file = what, value = target, "Limit written.");
+        debug!(file = what, value = %target, "Limit written.");
     }
     *applied = desired.map(|_| Slot {
         desired: target,

@@ -118,12 +118,32 @@ mod tests {
             rapl_uw: vec![("intel-rapl:0".into(), 125_000_000)],
             cpufreq_khz: vec![("policy0".into(), 800_000, 3_000_000)],
             gpu_mw: vec![(0, 300_000)],
+            vm_cpu_max: vec![crate::node::VmOriginal {
+                id: "web1".into(),
+                cgroup: "machine.slice/machine-qemu\\x2d1\\x2dweb1.scope".into(),
+                cpu_max: crate::cgroup::CpuMax {
+                    quota_us: None,
+                    period_us: 100_000,
+                },
+            }],
         };
         f.save(&o).unwrap();
         assert_eq!(f.load().unwrap(), Some(o));
         f.remove().unwrap();
         assert_eq!(f.load().unwrap(), None);
         f.remove().unwrap();
+    }
+
+    #[test]
+    fn a_state_file_of_an_earlier_version_without_vm_originals_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let old = r#"{"format":"phoenix.agent-state/v1","pid":1,"written":"2026-01-15T06:00:00Z",
+            "originals":{"rapl_uw":[["intel-rapl:0",125000000]],"cpufreq_khz":[],"gpu_mw":[]}}"#;
+        std::fs::write(&path, old).unwrap();
+        let o = StateFile::new(&path).load().unwrap().unwrap();
+        assert_eq!(o.rapl_uw.len(), 1);
+        assert!(o.vm_cpu_max.is_empty());
     }
 
     #[test]

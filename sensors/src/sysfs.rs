@@ -35,6 +35,16 @@ pub enum SysfsError {
         /// Its (trimmed) content.
         text: String,
     },
+    /// The file holds something other than the expected format.
+    #[error("{path} holds {text:?}, not {expected}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Its (trimmed, shortened) content.
+        text: String,
+        /// What was expected, in words.
+        expected: &'static str,
+    },
 }
 
 /// The root under which `sys/…` is found: `/` on a real machine.

@@ -142,6 +142,87 @@ impl FakeSysfs {
     }
 }
 
+/// The fake cgroup v2 mount, relative to the root (the default
+/// `vms.cgroup_root`).
+pub const CGROUP: &str = "sys/fs/cgroup";
+
+/// Escape `name` the way systemd escapes a unit-name component: `-` and
+/// anything but ASCII letters, digits, `_`, `.` and `:` become `\xNN`.
+pub fn systemd_escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b':' => (b as char).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect()
+}
+
+impl FakeSysfs {
+    /// The text of `rel`, trimmed (for files that are not one integer,
+    /// like `cpu.max`); retried briefly like [`FakeSysfs::read`].
+    pub fn read_text(&self, rel: &str) -> String {
+        let p = self.path(rel);
+        let mut last = String::new();
+        for _ in 0..100 {
+            match fs::read_to_string(&p) {
+                Ok(text) if !text.trim().is_empty() => return text.trim().to_owned(),
+                Ok(text) => last = text,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("{} holds {last:?}", p.display())
+    }
+
+    /// A VM scope at `scope` (relative to the cgroup mount) with `cpu.max`,
+    /// `cpu.stat` (`usage_usec`), `memory.max` and `memory.current`, and
+    /// `vcpus` libvirt vCPU directories (none for 0). Returns the scope's
+    /// path relative to the root.
+    pub fn vm_scope(&self, scope: &str, vcpus: u32, cpu_max: &str, mem: Option<(u64, u64)>) -> String {
+        let base = format!("{CGROUP}/{scope}");
+        self.write(&format!("{base}/cpu.max"), cpu_max);
+        self.set_vm_usage(&base, 0);
+        if let Some((max_bytes, current_bytes)) = mem {
+            self.write(&format!("{base}/memory.max"), max_bytes);
+            self.write(&format!("{base}/memory.current"), current_bytes);
+        }
+        for k in 0..vcpus {
+            self.write(&format!("{base}/libvirt/vcpu{k}/cpu.max"), "max 100000");
+        }
+        if vcpus > 0 {
+            self.write(&format!("{base}/libvirt/emulator/cpu.max"), "max 100000");
+        }
+        base
+    }
+
+    /// A libvirt/QEMU domain `name` with domain number `n`:
+    /// `machine.slice/machine-qemu\x2d<n>\x2d<escaped name>.scope`, no quota,
+    /// `mem_gib` GiB of memory of which half in use.
+    pub fn libvirt_vm(&self, n: u32, name: &str, vcpus: u32, mem_gib: u64) -> String {
+        let scope = format!(
+            "machine.slice/machine-qemu\\x2d{n}\\x2d{}.scope",
+            systemd_escape(name)
+        );
+        let bytes = mem_gib << 30;
+        self.vm_scope(&scope, vcpus, "max 100000", Some((bytes, bytes / 2)))
+    }
+
+    /// A Proxmox VM `qemu.slice/<vmid>.scope` with the given `cpu.max`
+    /// (Proxmox writes its `cpulimit` there) and no memory files.
+    pub fn proxmox_vm(&self, vmid: u32, cpu_max: &str) -> String {
+        self.vm_scope(&format!("qemu.slice/{vmid}.scope"), 0, cpu_max, None)
+    }
+
+    /// Set `usage_usec` in `cpu.stat` of the scope at `base` (as returned
+    /// by [`FakeSysfs::vm_scope`]).
+    pub fn set_vm_usage(&self, base: &str, usage_usec: u64) {
+        self.write(
+            &format!("{base}/cpu.stat"),
+            format!("usage_usec {usage_usec}\nuser_usec {usage_usec}\nsystem_usec 0"),
+        );
+    }
+}
+
 /// One fake GPU's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeGpuDevice {

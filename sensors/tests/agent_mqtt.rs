@@ -281,7 +281,7 @@ async fn gpu_caps_reach_the_gpu_within_its_constraints() {
         .next_matching(&topics().node_status(NODE), 5 * SECOND, |p| p == b"online")
         .await
         .is_some());
-    let cmd = r#"{"ts":"2026-01-15T06:00:00Z","cap_w":400,"gpu_caps_w":[50],"lease_s":10,"seq":1}"#;
+    let cmd = cap_json_at(1, Some(400.0), 10.0, chrono::Utc::now(), r#","gpu_caps_w":[50]"#);
     peer.publish(&topics().node_cap(NODE), cmd).await;
     assert!(eventually(SECOND, || gpu.device(0).limit_mw == 100_000).await);
     // CPU: 400 − 40 − 100 (the GPU's clamped cap) = 260 W → 130 W each.
@@ -396,4 +396,119 @@ async fn without_rapl_a_cap_lowers_scaling_max_freq_and_shutdown_restores_it() {
     );
     agent.stop().await.unwrap();
     assert!((0..4).all(|n| fake.read(&scaling_max(n)) == 3_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn vm_quotas_reach_cpu_max_until_the_lease_ends_and_telemetry_carries_the_vms() {
+    let (_broker, fake, dir, agent, mut peer) = setup(|_| {}).await;
+    let web = fake.libvirt_vm(3, "web1", 4, 8);
+    let web_max = format!("{web}/cpu.max");
+    fake.set_vm_usage(&web, 1_000_000);
+    let msg = peer
+        .next_matching(&topics().node_telemetry(NODE), 3 * SECOND, |p| {
+            decode::<Telemetry>(p).is_ok_and(|t| t.vms.is_some_and(|v| !v.is_empty()))
+        })
+        .await
+        .expect("telemetry with the VM");
+    let vms = decode::<Telemetry>(&msg).unwrap().vms.unwrap();
+    assert_eq!((vms[0].id.as_str(), vms[0].vcpus), ("web1", Some(4)));
+    assert_eq!(vms[0].mem_gib, Some(8.0));
+    assert!(vms[0].cpu_s.is_some_and(|s| s >= 1.0), "{vms:?}");
+    let cmd = cap_json_at(1, None, 1.5, chrono::Utc::now(), r#","vm_cpu_cores":{"web1":2.5}"#);
+    peer.publish(&topics().node_cap(NODE), cmd).await;
+    assert!(
+        eventually(SECOND, || fake.read_text(&web_max) == "250000 100000").await,
+        "quota written: {}",
+        fake.read_text(&web_max)
+    );
+    // The original is in the state file while the quota holds.
+    let state = std::fs::read_to_string(dir.path().join("agent-state.json")).unwrap();
+    assert!(state.contains("vm_cpu_max") && state.contains("web1"), "{state}");
+    assert!(
+        eventually(3 * SECOND, || fake.read_text(&web_max) == "max 100000").await,
+        "restored on lease expiry"
+    );
+    // Again, and this time the agent exits while it holds.
+    let cmd = cap_json_at(2, None, 30.0, chrono::Utc::now(), r#","vm_cpu_cores":{"web1":1}"#);
+    peer.publish(&topics().node_cap(NODE), cmd).await;
+    assert!(eventually(SECOND, || fake.read_text(&web_max) == "100000 100000").await);
+    agent.stop().await.unwrap();
+    assert_eq!(fake.read_text(&web_max), "max 100000", "restored on exit");
+    assert!(!dir.path().join("agent-state.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn stale_future_and_over_long_caps_are_refused_and_change_nothing() {
+    let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
+    let now = chrono::Utc::now();
+    let refused = [
+        cap_json_at(1, Some(200.0), 10.0, now - chrono::Duration::seconds(11), ""),
+        cap_json_at(2, Some(200.0), 10.0, now + chrono::Duration::seconds(60), ""),
+        cap_json(3, Some(200.0), 86_400.0),
+        cap_json_at(4, Some(200.0), 10.0, now, &format!(r#","epoch":{}"#, now.timestamp_millis() + 3_600_000)),
+    ];
+    for p in &refused {
+        peer.publish(&topics().node_cap(NODE), p.clone()).await;
+    }
+    assert!(
+        eventually(3 * SECOND, || agent.count(|s| &s.caps_refused) == 4).await,
+        "refused {}",
+        agent.count(|s| &s.caps_refused)
+    );
+    assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
+    assert_eq!(agent.count(|s| &s.caps_accepted), 0);
+    cap_applied(&peer, &fake, 5, 200.0, 10.0, 80_000_000).await;
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn a_retained_cap_is_refused_when_the_agent_subscribes() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let peer = Peer::connect(broker.port(), &[]).await;
+    peer.client
+        .publish(
+            topics().node_cap(NODE),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            cap_json(1, Some(200.0), 600.0),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fake = rapl_server();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(broker.url(), &fake, test_config(dir.path()), Err("no GPU".into()));
+    assert!(eventually(5 * SECOND, || agent.count(|s| &s.caps_refused) == 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);
+    assert_eq!(agent.count(|s| &s.caps_accepted), 0);
+    cap_applied(&peer, &fake, 2, 200.0, 10.0, 80_000_000).await;
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn a_new_controller_epoch_overrides_a_stranger_with_the_highest_seq() {
+    let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
+    let now = chrono::Utc::now();
+    let epoch = |e: i64| format!(r#","epoch":{e}"#);
+    let started = now.timestamp_millis();
+    // A stranger: the highest seq, a long lease, an older epoch.
+    let stranger = cap_json_at(u64::MAX, Some(100.0), 3000.0, now, &epoch(started - 60_000));
+    peer.publish(&topics().node_cap(NODE), stranger).await;
+    // (100 − 40) / 2 = 30 W per package.
+    assert!(eventually(SECOND, || fake.read(RAPL0) == 30_000_000).await);
+    // The real controller, started now, counts from its start time.
+    let real = cap_json_at(started as u64, Some(200.0), 60.0, now, &epoch(started));
+    peer.publish(&topics().node_cap(NODE), real).await;
+    assert!(eventually(SECOND, || fake.read(RAPL0) == 80_000_000).await);
+    // The stranger's epoch is refused from now on.
+    let again = cap_json_at(u64::MAX, Some(100.0), 3000.0, now, &epoch(started - 60_000));
+    peer.publish(&topics().node_cap(NODE), again).await;
+    assert!(eventually(SECOND, || agent.count(|s| &s.caps_refused) == 1).await);
+    assert_eq!(fake.read(RAPL0), 80_000_000);
+    agent.stop().await.unwrap();
 }

@@ -17,6 +17,7 @@ fn targets(cpu_w: Option<f64>, gpu_w: Vec<Option<f64>>) -> Targets {
         gpu_w,
         server_cap_w: None,
         guard: false,
+        vm_cpu_cores: Default::default(),
     }
 }
 

@@ -86,13 +86,19 @@ pub fn ingest(
 #[derive(Debug, Clone)]
 pub struct CapSequencer {
     next: u64,
+    /// This controller's epoch (its start, ms): a restarted controller's
+    /// higher epoch resets the agents' `seq` high-water mark.
+    epoch: u64,
 }
 
 impl CapSequencer {
     /// Start from `start` — use the wall clock in ms so a restarted
-    /// controller keeps counting upwards.
+    /// controller keeps counting upwards; `start` is also the epoch.
     pub fn new(start: u64) -> Self {
-        Self { next: start }
+        Self {
+            next: start,
+            epoch: start,
+        }
     }
 
     /// The next cap command.
@@ -105,6 +111,8 @@ impl CapSequencer {
             gpu_caps_w: None,
             lease_s,
             seq,
+            epoch: Some(self.epoch),
+            vm_cpu_cores: None,
         }
     }
 }
@@ -200,6 +208,7 @@ mod tests {
         let a = seq.command(Some(150.0), 2700.0, now);
         let b = seq.command(None, 2700.0, now);
         assert_eq!((a.seq, b.seq), (100, 101));
+        assert_eq!((a.epoch, b.epoch), (Some(100), Some(100)));
         use protocol::payloads::Payload;
         a.validate().unwrap();
         b.validate().unwrap();

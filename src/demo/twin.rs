@@ -449,6 +449,7 @@ impl Twin {
                 mem_total_gib: None,
                 thermal_guard: false,
                 gpus: vec![],
+                vms: None,
             };
             if let Ok(body) = serde_json::to_string(&t) {
                 let _ = self

@@ -189,8 +189,21 @@ pub async fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> 
     }
 }
 
-/// A cap command payload.
+/// A cap command payload, issued now.
 pub fn cap_json(seq: u64, cap_w: Option<f64>, lease_s: f64) -> String {
+    cap_json_at(seq, cap_w, lease_s, chrono::Utc::now(), "")
+}
+
+/// A cap command payload issued at `ts`, with `extra` JSON members
+/// (`,"epoch":1`) appended.
+pub fn cap_json_at(
+    seq: u64,
+    cap_w: Option<f64>,
+    lease_s: f64,
+    ts: chrono::DateTime<chrono::Utc>,
+    extra: &str,
+) -> String {
     let cap = cap_w.map_or("null".to_owned(), |c| c.to_string());
-    format!(r#"{{"ts":"2026-01-15T06:00:00Z","cap_w":{cap},"lease_s":{lease_s},"seq":{seq}}}"#)
+    let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(r#"{{"ts":"{ts}","cap_w":{cap},"lease_s":{lease_s},"seq":{seq}{extra}}}"#)
 }
