@@ -496,4 +496,43 @@ pub(crate) mod tests {
         consumer = "greenhouse"
         max_kw = 10
     "#;
+
+    fn with_actuator(table: &str) -> Result<(), super::ConfigError> {
+        let c: super::ControllerConfig =
+            toml::from_str(&format!("{TEST_CFG}\n[actuator]\n{table}")).expect("parses");
+        c.validate()
+    }
+
+    #[test]
+    fn actuator_templates_and_bounds_are_checked() {
+        with_actuator(
+            r#"kind = "exec"
+            migrate = "virsh migrate --live -- {vm} qemu+ssh://{to}/system"
+            power_off = "ipmitool -H {node}-bmc chassis power soft"
+            max_concurrent_actions = 2
+            online_wait_s = 120
+            migrate_timeout_s_per_gib = 0"#,
+        )
+        .expect("valid");
+        for (table, needle) in [
+            (
+                r#"migrate = "virsh migrate {vm} {host}""#,
+                "unknown placeholder `{host}`",
+            ),
+            (r#"power_on = "wake {vm}""#, "actuator.power_on"),
+            (r#"place = "start {vm""#, "without its `}`"),
+            (
+                "max_concurrent_actions = 0",
+                "actuator.max_concurrent_actions",
+            ),
+            ("online_wait_s = -1", "actuator.online_wait_s"),
+            (
+                "migrate_timeout_base_s = 0",
+                "actuator.migrate_timeout_base_s",
+            ),
+        ] {
+            let err = with_actuator(table).unwrap_err().to_string();
+            assert!(err.contains(needle), "{table}: {err} should name {needle}");
+        }
+    }
 }
