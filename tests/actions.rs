@@ -378,3 +378,64 @@ async fn the_controller_keeps_a_host_on_while_its_vm_cannot_leave() {
     join.await.expect("clean stop");
     agents_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium (scripts/install-test-deps)"]
+async fn the_page_lists_the_failed_actions_with_their_reasons() {
+    use phoenix::controller::api::{app, AppState};
+    let site = site();
+    {
+        let mut s = site.write().unwrap();
+        s.site = "failing-site".into();
+        let off = Action::PowerOff { node: "a".into() };
+        s.record_failure(
+            chrono::Utc::now(),
+            4,
+            &off,
+            &Outcome::Skipped("VM v1 still on a".into()),
+        );
+    }
+    let (events, _rx) = mpsc::unbounded_channel();
+    let state = AppState {
+        site,
+        metrics: Arc::new(phoenix::controller::metrics::Metrics::new()),
+        token: None,
+        events,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        bridge: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let dir = tempfile::tempdir().unwrap();
+    let args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        format!("--user-data-dir={}", dir.path().join("profile").display()),
+        "--virtual-time-budget=5000".into(),
+        "--dump-dom".into(),
+        format!("http://127.0.0.1:{port}/"),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("chromium").args(args).output()
+    })
+    .await
+    .unwrap()
+    .expect("chromium runs");
+    let html = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "failing-site",
+        "<td>power off a</td>",
+        "<td>skipped</td>",
+        "<td>VM v1 still on a</td>",
+    ] {
+        assert!(html.contains(needle), "page lacks {needle}:\n{html}");
+    }
+    server.abort();
+}
