@@ -206,7 +206,7 @@ async fn a_hanging_exec_migration_is_killed_and_its_source_stays_on() {
     assert!(powered_off(&ran).is_empty());
 }
 
-fn site_toml(port: u16, script: &Path) -> String {
+fn site_toml(port: u16, migrate: &str, script: &Path) -> String {
     format!(
         r#"
 [mqtt]
@@ -229,7 +229,7 @@ switch_cost = 0.0
 [controller.actuator]
 kind = "exec"
 retries = 0
-migrate = "false -- {{vm}} {{to}}"
+migrate = "{migrate}"
 power_off = "sh {script} -- {{node}}"
 
 [[controller.servers]]
@@ -305,7 +305,8 @@ async fn the_controller_keeps_a_host_on_while_its_vm_cannot_leave() {
     let dir = tempfile::tempdir().unwrap();
     let (script, ran) = recorder(dir.path());
     let cfg: SiteConfig<ControllerConfig> =
-        SiteConfig::from_toml(&site_toml(broker.port(), &script)).expect("config");
+        SiteConfig::from_toml(&site_toml(broker.port(), "false -- {vm} {to}", &script))
+            .expect("config");
     let agents_task = tokio::spawn(agents(broker.port()));
     let (stop, stopped) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -438,4 +439,60 @@ async fn the_page_lists_the_failed_actions_with_their_reasons() {
         assert!(html.contains(needle), "page lacks {needle}:\n{html}");
     }
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (scripts/install-test-deps)"]
+async fn a_slow_migration_is_followed_to_completion_and_the_next_plan_waits_for_it() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let broker = testkit::Mosquitto::start().expect("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let (script, ran) = recorder(dir.path());
+    // A migration takes 4 s: longer than a control period (3 s here).
+    let cfg: SiteConfig<ControllerConfig> =
+        SiteConfig::from_toml(&site_toml(broker.port(), "sleep 4", &script)).expect("config");
+    let agents_task = tokio::spawn(agents(broker.port()));
+    let (stop, stopped) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock = Clock::accelerated(chrono::Utc::now(), 300.0);
+    let (running, join) = run::start(cfg, clock, Some(listener), stopped)
+        .await
+        .expect("starts");
+    {
+        let mut site = running.app.site.write().unwrap();
+        site.vms.insert("db".into(), vm("db", "a", false));
+        site.vms.insert("web".into(), vm("web", "b", true));
+    }
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let metrics = get(running.api_addr, "/metrics").await;
+        let held = metrics.contains(r#"phoenix_actions_total{kind="migrate",result="held"}"#);
+        let off = metrics.contains(r#"phoenix_actions_total{kind="power_off",result="done"}"#);
+        if held && off {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "never saw a held plan and b switched off:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Two more periods: nothing is done twice.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let site: Value =
+        serde_json::from_str(&get(running.api_addr, "/api/v1/site").await).expect("site JSON");
+    assert_eq!(
+        site["vms"]["web"]["host"], "a",
+        "web moved once its migration ended"
+    );
+    assert_eq!(site["nodes"]["b"]["on"], false);
+    assert_eq!(powered_off(&ran), ["b"], "b was switched off once");
+    assert!(
+        site["failed_actions"].as_array().unwrap().is_empty(),
+        "{}",
+        site["failed_actions"]
+    );
+    stop.send(true).unwrap();
+    join.await.expect("clean stop");
+    agents_task.abort();
 }

@@ -280,6 +280,7 @@ pub async fn start(
         limits,
         action_tx,
         executing: None,
+        settled: None,
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
@@ -376,6 +377,10 @@ struct Loop {
     action_tx: mpsc::UnboundedSender<ActionEvent>,
     /// The executor of the latest plan carried out, while it runs.
     executing: Option<tokio::task::JoinHandle<Vec<(Action, Outcome)>>>,
+    /// The latest plan made from a settled state (no action in flight, all
+    /// finished ones applied) and not carried out yet: only its actions may
+    /// start.
+    settled: Option<u64>,
     influx: Option<InfluxSink>,
     caps: CapSequencer,
     /// Caps of the plan in force, re-sent every period to renew the lease.
@@ -420,12 +425,15 @@ impl Loop {
                 self.stop_actions();
                 return;
             }
-            // Plan from what the actions finished so far achieved.
+            // Plan from what the actions finished so far achieved: an executor
+            // seen finished has sent all its events, so the drain has them.
+            let in_flight = self.executing.as_ref().is_some_and(|h| !h.is_finished());
             while let Ok(ev) = actions.try_recv() {
                 self.on_action_event(&ev);
             }
             next += self.clock.real(self.cfg.control_period_s);
             plan_id += 1;
+            self.settled = (!in_flight).then_some(plan_id);
             let now = self.clock.now();
             let demands = self.bridge.demands();
             self.observe_consumers(&demands, now);
@@ -522,16 +530,17 @@ impl Loop {
         apply::record_event(&mut site, ev, self.clock.now());
     }
 
-    /// Start the executor on the step's actions — unless the previous
-    /// plan's are still running: then these are held (counted) and the next
-    /// period re-plans from what the running ones achieve.
+    /// Start the executor on the step's actions — unless the plan was made
+    /// while earlier actions were in flight (or some started since): then
+    /// these are held (counted) and the next period re-plans from what the
+    /// earlier ones achieved.
     fn start_actions(&mut self, out: &PeriodOutcome) {
         let job = execute::Job::new(out.record.id, &out.snapshot, &out.record.plan);
-        if self.executing.as_ref().is_some_and(|h| !h.is_finished()) {
+        if self.settled.take() != Some(out.record.id) {
             tracing::warn!(
                 plan = out.record.id,
                 held = job.actions.len(),
-                "The previous plan's actions are still running; this plan's actions are held."
+                "Earlier actions were in flight when this plan was made; its actions are held."
             );
             for a in &job.actions {
                 self.app.metrics.action(a.kind(), "held");
