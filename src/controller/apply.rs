@@ -3,9 +3,10 @@
 //! with headroom, heat offers, and the rate limit on power-ons.
 //!
 //! Order: servers are switched on first (a VM needs its host up), then VMs
-//! are placed and migrated, then emptied servers are switched off. An action
-//! that fails leaves the state as it was for that VM or node; the next plan
-//! starts from what is really there.
+//! are placed and migrated, then emptied servers are switched off. The
+//! executor (`execute.rs`) runs them as a graph with these dependencies. An
+//! action that does not happen leaves the state as it was for that VM or
+//! node ([`record_event`]); the next plan starts from what is really there.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use scheduler::model::{Plan, Snapshot};
 
 use super::actuator::{Action, Outcome};
 use super::config::ControllerConfig;
+use super::execute::ActionEvent;
 use super::state::SiteState;
 
 /// The actions that take the site from `snap` to `plan`.
@@ -146,6 +148,21 @@ pub fn record(site: &mut SiteState, results: &[(Action, Outcome)]) {
     }
 }
 
+/// Apply one event of the executor to `site`: a finished action moves its
+/// VM or switches its node only when done; one that did not happen is kept
+/// in `site.failed_actions` with its reason, and changes nothing else.
+pub fn record_event(site: &mut SiteState, event: &ActionEvent, now: DateTime<Utc>) {
+    if let ActionEvent::Finished {
+        plan_id,
+        action,
+        outcome,
+    } = event
+    {
+        record(site, &[(action.clone(), outcome.clone())]);
+        site.record_failure(now, *plan_id, action, outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +266,41 @@ mod tests {
         assert_eq!(site.vms["v"].host.as_deref(), Some("a"));
         record(&mut site, &[(mv, Outcome::Done)]);
         assert_eq!(site.vms["v"].host.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_finished_event_that_did_not_happen_is_kept_with_its_reason() {
+        let mut site = SiteState::default();
+        let now = Utc::now();
+        let off = Action::PowerOff { node: "a".into() };
+        let finished = |outcome| ActionEvent::Finished {
+            plan_id: 7,
+            action: off.clone(),
+            outcome,
+        };
+        let intended = ActionEvent::Intended {
+            plan_id: 7,
+            action: off.clone(),
+        };
+        record_event(&mut site, &intended, now);
+        record_event(&mut site, &finished(Outcome::Done), now);
+        assert!(
+            site.failed_actions.is_empty(),
+            "done actions are not failures"
+        );
+        let skipped = Outcome::Skipped("VM v still on a".into());
+        for _ in 0..crate::controller::state::FAILED_ACTIONS_LEN + 3 {
+            record_event(&mut site, &finished(skipped.clone()), now);
+        }
+        assert_eq!(
+            site.failed_actions.len(),
+            crate::controller::state::FAILED_ACTIONS_LEN,
+            "the list is bounded"
+        );
+        let last = site.failed_actions.back().unwrap();
+        assert_eq!((last.plan_id, last.result.as_str()), (7, "skipped"));
+        assert_eq!(last.reason, "VM v still on a");
+        let json = serde_json::to_value(&site).unwrap();
+        assert_eq!(json["failed_actions"][0]["action"]["kind"], "power_off");
     }
 }

@@ -216,6 +216,87 @@ pub struct ActuatorConfig {
     /// Switch off `{node}`.
     #[serde(default)]
     pub power_off: Option<String>,
+    /// Most actions running at once (default 4).
+    #[serde(default)]
+    pub max_concurrent_actions: Option<usize>,
+    /// How long a placement or migration onto a server just switched on
+    /// waits for its agent to report online, s (default 300).
+    #[serde(default)]
+    pub online_wait_s: Option<f64>,
+    /// How long a power-off waits for the host's agent to stop reporting
+    /// VMs (when its telemetry lists them), s (default 60).
+    #[serde(default)]
+    pub vacate_wait_s: Option<f64>,
+    /// Time limit of one migration attempt before the VM's memory counts, s
+    /// (default 300).
+    #[serde(default)]
+    pub migrate_timeout_base_s: Option<f64>,
+    /// Seconds added to a migration's time limit per GiB of the VM's memory
+    /// (default 10).
+    #[serde(default)]
+    pub migrate_timeout_s_per_gib: Option<f64>,
+}
+
+impl ActuatorConfig {
+    /// Check the time limits, the concurrency bound and each template's
+    /// placeholders (a misspelt `{host}` would reach the tool as it is).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let place = |k: &str| format!("actuator.{k}");
+        for (key, v) in [
+            ("timeout_s", self.timeout_s),
+            ("online_wait_s", self.online_wait_s),
+            ("vacate_wait_s", self.vacate_wait_s),
+            ("migrate_timeout_base_s", self.migrate_timeout_base_s),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(bad(place(key), "must be a positive number of seconds"));
+            }
+        }
+        if self
+            .migrate_timeout_s_per_gib
+            .is_some_and(|v| !(v.is_finite() && v >= 0.0))
+        {
+            return Err(bad(place("migrate_timeout_s_per_gib"), "must be ≥ 0"));
+        }
+        if self.max_concurrent_actions == Some(0) {
+            return Err(bad(place("max_concurrent_actions"), "must be at least 1"));
+        }
+        for (key, template, allowed) in [
+            ("migrate", &self.migrate, &["vm", "from", "to"][..]),
+            ("place", &self.place, &["vm", "to"][..]),
+            ("power_on", &self.power_on, &["node"][..]),
+            ("power_off", &self.power_off, &["node"][..]),
+        ] {
+            if let Some(t) = template {
+                check_placeholders(t, allowed).map_err(|p| bad(place(key), p))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `{name}` in `template` must be one of `allowed`.
+fn check_placeholders(template: &str, allowed: &[&str]) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let tail = &rest[i + 1..];
+        let Some(j) = tail.find('}') else {
+            return Err("a `{` without its `}`".into());
+        };
+        let name = &tail[..j];
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` (this action fills {})",
+                allowed
+                    .iter()
+                    .map(|a| format!("{{{a}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &tail[j + 1..];
+    }
+    Ok(())
 }
 
 /// `[[controller.servers]]`: static facts of one server.
@@ -371,6 +452,7 @@ impl ControllerConfig {
                 }
             }
         }
+        self.actuator.validate()?;
         for (i, l) in self.loops.iter().enumerate() {
             if !(l.max_kw.is_finite() && l.max_kw >= 0.0) {
                 return Err(bad(format!("loops[{i}] ({}).max_kw", l.id), "must be ≥ 0"));
@@ -414,4 +496,43 @@ pub(crate) mod tests {
         consumer = "greenhouse"
         max_kw = 10
     "#;
+
+    fn with_actuator(table: &str) -> Result<(), super::ConfigError> {
+        let c: super::ControllerConfig =
+            toml::from_str(&format!("{TEST_CFG}\n[actuator]\n{table}")).expect("parses");
+        c.validate()
+    }
+
+    #[test]
+    fn actuator_templates_and_bounds_are_checked() {
+        with_actuator(
+            r#"kind = "exec"
+            migrate = "virsh migrate --live -- {vm} qemu+ssh://{to}/system"
+            power_off = "ipmitool -H {node}-bmc chassis power soft"
+            max_concurrent_actions = 2
+            online_wait_s = 120
+            migrate_timeout_s_per_gib = 0"#,
+        )
+        .expect("valid");
+        for (table, needle) in [
+            (
+                r#"migrate = "virsh migrate {vm} {host}""#,
+                "unknown placeholder `{host}`",
+            ),
+            (r#"power_on = "wake {vm}""#, "actuator.power_on"),
+            (r#"place = "start {vm""#, "without its `}`"),
+            (
+                "max_concurrent_actions = 0",
+                "actuator.max_concurrent_actions",
+            ),
+            ("online_wait_s = -1", "actuator.online_wait_s"),
+            (
+                "migrate_timeout_base_s = 0",
+                "actuator.migrate_timeout_base_s",
+            ),
+        ] {
+            let err = with_actuator(table).unwrap_err().to_string();
+            assert!(err.contains(needle), "{table}: {err} should name {needle}");
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! The controller's Prometheus metrics (`/metrics`, OpenMetrics text via
 //! prometheus-client): plan cost and gain over the baseline, heat offered,
 //! demanded and delivered, power and temperatures per node, solve time,
-//! stale nodes, and error counters of the MQTT, Modbus and time-series
-//! paths.
+//! stale nodes, actions by kind and result, and error counters of the
+//! MQTT, Modbus and time-series paths.
 
 use std::sync::atomic::AtomicU64;
 
@@ -33,6 +33,16 @@ pub struct ConsumerLabel {
 pub struct SourceLabel {
     /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`.
     pub source: String,
+}
+
+/// Label set naming an action's kind and what came of it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// `migrate`, `place`, `power_on`, `power_off`.
+    pub kind: String,
+    /// `done`, `failed`, `refused`, `skipped`, `not_configured`, or `held`
+    /// (not started: the previous plan's actions were still running).
+    pub result: String,
 }
 
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -73,6 +83,8 @@ pub struct Metrics {
     pub stale_nodes: Gauge,
     /// Errors by source.
     pub errors: Family<SourceLabel, Counter>,
+    /// Actions by kind and result.
+    pub actions: Family<ActionLabel, Counter>,
     /// The facility bridge's counters since it started, by kind
     /// (`modbus_error`, `modbus_exception`, `malformed_payload`,
     /// `write_refused`, `consumer_stale`).
@@ -110,6 +122,7 @@ impl Metrics {
             node_temp_c: Family::default(),
             stale_nodes: Gauge::default(),
             errors: Family::default(),
+            actions: Family::default(),
             bridge_events: Family::default(),
             devices_online: Gauge::default(),
             consumers_stale: Gauge::default(),
@@ -189,6 +202,11 @@ impl Metrics {
         );
         registry.register("errors", "Errors by source", m.errors.clone());
         registry.register(
+            "actions",
+            "Actions carried out, by kind and result (done, failed, refused, skipped, not_configured, held)",
+            m.actions.clone(),
+        );
+        registry.register(
             "bridge_events",
             "Facility bridge counters since it started (Modbus errors and exceptions, malformed payloads, refused writes, stale consumers)",
             m.bridge_events.clone(),
@@ -211,6 +229,16 @@ impl Metrics {
         self.errors
             .get_or_create(&SourceLabel {
                 source: source.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count one action of `kind` with `result`.
+    pub fn action(&self, kind: &str, result: &str) {
+        self.actions
+            .get_or_create(&ActionLabel {
+                kind: kind.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }
@@ -288,5 +316,27 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_counted_by_kind_and_result() {
+        let m = Metrics::new();
+        m.action("power_off", "skipped");
+        m.action("power_off", "skipped");
+        m.action("migrate", "failed");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"phoenix_actions_total{kind="power_off",result="skipped"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"phoenix_actions_total{kind="migrate",result="failed"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod apply;
 pub mod config;
 pub mod cycle;
+pub mod execute;
 pub mod metrics;
 pub mod nodes;
 pub mod run;

@@ -5,7 +5,8 @@
 //! Every control period: read the consumers' demand from the bridge, plan
 //! on a copy of the site state (off the async runtime), commit, and — in
 //! `apply` mode, or once an operator approves — carry out the first step:
-//! actions through the actuator, caps with leases to the agents, heat offers
+//! actions through the executor (its own task; `execute.rs`), caps with
+//! leases to the agents, heat offers
 //! to the consumers, the supply setpoint to the heat pump. Nothing here
 //! blocks on a peer: a broker restart, a silent node or consumer, a database
 //! or Modbus device that is down are logged, counted, and recovered from.
@@ -26,11 +27,12 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::actuator::{Actuator, Outcome};
+use super::actuator::{Action, Actuator, Outcome};
 use super::api::{self, ApiEvent, AppState};
 use super::apply;
 use super::config::{ControllerConfig, Mode};
 use super::cycle::{self, PeriodOutcome};
+use super::execute::{self, ActionEvent};
 use super::metrics::Metrics;
 use super::nodes::{self, CapSequencer};
 use super::snapshot::DemandView;
@@ -264,7 +266,9 @@ pub async fn start(
         bridge: handle.clone(),
         influx: influx_sink.clone(),
     };
-    let actuator = Actuator::new(cfg.actuator.clone());
+    let actuator = Arc::new(Actuator::new(cfg.actuator.clone()));
+    let limits = execute::Limits::from_config(&cfg.actuator);
+    let (action_tx, action_rx) = mpsc::unbounded_channel();
     let cfg_for_planner = cfg.clone();
     let ctl = Loop {
         cfg,
@@ -274,6 +278,10 @@ pub async fn start(
         client,
         topics,
         actuator,
+        limits,
+        action_tx,
+        executing: None,
+        settled: None,
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
@@ -281,7 +289,7 @@ pub async fn start(
     };
     let join = tokio::spawn(async move {
         let mut ctl = ctl;
-        ctl.run(events_rx, shutdown).await;
+        ctl.run(events_rx, action_rx, shutdown).await;
         let _ = ctl
             .client
             .publish(
@@ -365,7 +373,16 @@ struct Loop {
     bridge: BridgeHandle,
     client: AsyncClient,
     topics: Topics,
-    actuator: Actuator,
+    actuator: Arc<Actuator>,
+    limits: execute::Limits,
+    /// Where the executor reports its actions (received in `run`).
+    action_tx: mpsc::UnboundedSender<ActionEvent>,
+    /// The executor of the latest plan carried out, while it runs.
+    executing: Option<tokio::task::JoinHandle<Vec<(Action, Outcome)>>>,
+    /// The latest plan made from a settled state (no action in flight, all
+    /// finished ones applied) and not carried out yet: only its actions may
+    /// start.
+    settled: Option<u64>,
     influx: Option<InfluxSink>,
     caps: CapSequencer,
     /// Caps of the plan in force, re-sent every period to renew the lease.
@@ -379,6 +396,7 @@ impl Loop {
     async fn run(
         &mut self,
         mut events: mpsc::UnboundedReceiver<ApiEvent>,
+        mut actions: mpsc::UnboundedReceiver<ActionEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         // Let agents report once before the first plan (a node that has not
@@ -403,12 +421,24 @@ impl Loop {
                     }
                     continue;
                 }
+                Some(ev) = actions.recv() => {
+                    self.on_action_event(&ev);
+                    continue;
+                }
             }
             if *shutdown.borrow() {
+                self.stop_actions();
                 return;
+            }
+            // Plan from what the actions finished so far achieved: an executor
+            // seen finished has sent all its events, so the drain has them.
+            let in_flight = self.executing.as_ref().is_some_and(|h| !h.is_finished());
+            while let Ok(ev) = actions.try_recv() {
+                self.on_action_event(&ev);
             }
             next += self.clock.real(self.cfg.control_period_s);
             plan_id += 1;
+            self.settled = (!in_flight).then_some(plan_id);
             let now = self.clock.now();
             let demands = self.bridge.demands();
             self.observe_consumers(&demands, now);
@@ -510,20 +540,64 @@ impl Loop {
         }
     }
 
+    /// Apply an event of the executor: the state follows what finished
+    /// (only what succeeded moves a VM or switches a node); what did not
+    /// happen is counted and kept for the page.
+    fn on_action_event(&mut self, ev: &ActionEvent) {
+        if let ActionEvent::Finished {
+            action, outcome, ..
+        } = ev
+        {
+            self.app.metrics.action(action.kind(), outcome.result());
+            if matches!(outcome, Outcome::Failed(_) | Outcome::Refused(_)) {
+                self.app.metrics.error("actuator");
+            }
+        }
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        apply::record_event(&mut site, ev, self.clock.now());
+    }
+
+    /// Start the executor on the step's actions — unless the plan was made
+    /// while earlier actions were in flight (or some started since): then
+    /// these are held (counted) and the next period re-plans from what the
+    /// earlier ones achieved.
+    fn start_actions(&mut self, out: &PeriodOutcome) {
+        let job = execute::Job::new(out.record.id, &out.snapshot, &out.record.plan);
+        if self.settled.take() != Some(out.record.id) {
+            tracing::warn!(
+                plan = out.record.id,
+                held = job.actions.len(),
+                "Earlier actions were in flight when this plan was made; its actions are held."
+            );
+            for a in &job.actions {
+                self.app.metrics.action(a.kind(), "held");
+            }
+            return;
+        }
+        self.executing = Some(execute::spawn(
+            job,
+            Arc::clone(&self.actuator),
+            Arc::clone(&self.app.site),
+            self.limits.clone(),
+            self.action_tx.clone(),
+        ));
+    }
+
+    /// On shutdown: stop actions still running (their commands are killed;
+    /// what they did not finish is not recorded as done).
+    fn stop_actions(&mut self) {
+        if let Some(h) = self.executing.take().filter(|h| !h.is_finished()) {
+            tracing::warn!("Stopping the actions still running.");
+            h.abort();
+        }
+    }
+
     /// Carry out the first step of a plan.
     async fn carry_out(&mut self, out: &PeriodOutcome) {
         let now = self.clock.now();
-        let mut results = Vec::new();
-        for action in apply::actions(&out.snapshot, &out.record.plan) {
-            let outcome = self.actuator.execute(&action).await;
-            if let Outcome::Failed(_) = &outcome {
-                self.app.metrics.error("actuator");
-            }
-            results.push((action, outcome));
-        }
+        self.start_actions(out);
         {
             let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
-            apply::record(&mut site, &results);
             if let Some(rec) = site.latest_plan.as_mut().filter(|r| r.id == out.record.id) {
                 rec.status = PlanStatus::Applied;
             }

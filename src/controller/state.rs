@@ -10,11 +10,16 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 use protocol::payloads::{HeatDemand, Telemetry};
 use scheduler::model::{Plan, Vm};
+
+use super::actuator::{Action, Outcome};
 use serde::Serialize;
 
 /// How many history points the controller keeps for its page (one per
 /// control period: a week of 15-minute periods).
 pub const HISTORY_LEN: usize = 672;
+
+/// How many failed actions the controller keeps for its page and API.
+pub const FAILED_ACTIONS_LEN: usize = 50;
 
 /// Static facts about one server (from the site configuration).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,6 +117,23 @@ pub struct HistoryPoint {
     pub baseline_cost: Option<f64>,
 }
 
+/// An action that did not happen (failed, refused, skipped or not
+/// configured): the state kept what was there, and the next period plans
+/// from that.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedAction {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// The plan it belonged to.
+    pub plan_id: u64,
+    /// What was to be done.
+    pub action: Action,
+    /// `failed`, `refused`, `skipped` or `not_configured`.
+    pub result: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// Everything the controller knows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SiteState {
@@ -127,6 +149,9 @@ pub struct SiteState {
     pub latest_plan: Option<PlanRecord>,
     /// History for charts, oldest first.
     pub history: VecDeque<HistoryPoint>,
+    /// The latest actions that did not happen, oldest first (at most
+    /// [`FAILED_ACTIONS_LEN`]).
+    pub failed_actions: VecDeque<FailedAction>,
 }
 
 impl SiteState {
@@ -135,6 +160,30 @@ impl SiteState {
         self.history.push_back(point);
         while self.history.len() > HISTORY_LEN {
             self.history.pop_front();
+        }
+    }
+
+    /// Keep an action that did not happen, dropping the oldest beyond
+    /// [`FAILED_ACTIONS_LEN`]. A done action is not kept.
+    pub fn record_failure(
+        &mut self,
+        at: DateTime<Utc>,
+        plan_id: u64,
+        action: &Action,
+        outcome: &Outcome,
+    ) {
+        let Some(reason) = outcome.reason() else {
+            return;
+        };
+        self.failed_actions.push_back(FailedAction {
+            at,
+            plan_id,
+            action: action.clone(),
+            result: outcome.result().to_string(),
+            reason: reason.to_string(),
+        });
+        while self.failed_actions.len() > FAILED_ACTIONS_LEN {
+            self.failed_actions.pop_front();
         }
     }
 
