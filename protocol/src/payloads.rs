@@ -155,7 +155,10 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     if id == "." || id == ".." {
         return Err(format!("VM id {id:?} is a path component"));
     }
-    if id.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) {
+    if id
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!(
             "VM id {id:?} holds a backslash, whitespace or a control character"
         ));
@@ -323,7 +326,8 @@ mod vm_tests {
 
     #[test]
     fn a_cap_with_vm_quotas_and_an_epoch_round_trips() {
-        let cap = cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
+        let cap =
+            cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
         assert_eq!(cap.epoch, Some(1_767_225_600_000));
         let vms = cap.vm_cpu_cores.clone().unwrap();
         assert_eq!((vms["web1"], vms["100"]), (2.5, 0.0));
@@ -356,7 +360,10 @@ mod vm_tests {
         ];
         for (extra, needle) in cases {
             let err = cap_with(extra).unwrap_err().to_string();
-            assert!(err.contains(needle), "{extra}: {err} should mention {needle}");
+            assert!(
+                err.contains(needle),
+                "{extra}: {err} should mention {needle}"
+            );
         }
     }
 

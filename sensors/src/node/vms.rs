@@ -112,10 +112,7 @@ impl Node {
     /// The VM's vCPUs: its `libvirt/vcpu<K>` directories, else the quota of
     /// its `cpu.max` before the agent wrote one, else unknown.
     fn vm_vcpus(&self, scope: &VmScope, current: Option<CpuMax>) -> Option<u32> {
-        let before = self
-            .vm_original(&scope.key)
-            .map(|o| o.cpu_max)
-            .or(current);
+        let before = self.vm_original(&scope.key).map(|o| o.cpu_max).or(current);
         scope.vcpu_dirs.or_else(|| {
             before
                 .and_then(|m| m.cores())
@@ -125,9 +122,7 @@ impl Node {
 
     fn vm_telemetry(&mut self, scope: &VmScope, s: &VmSample, now: Instant) -> VmTelemetry {
         let vcpus = self.vm_vcpus(scope, s.cpu_max);
-        let previous = self
-            .vm_usage
-            .insert(scope.key.clone(), (now, s.usage_usec));
+        let previous = self.vm_usage.insert(scope.key.clone(), (now, s.usage_usec));
         let cpu_util = previous.and_then(|(then, usage)| {
             let dt_us = now.saturating_duration_since(then).as_secs_f64() * 1e6;
             let used_us = s.usage_usec.checked_sub(usage)? as f64;
@@ -201,7 +196,9 @@ impl Node {
         }
         for id in cores.keys() {
             if !scopes.iter().any(|s| &s.id == id)
-                && self.vm_skips_seen.insert(format!("quota for absent VM {id}"))
+                && self
+                    .vm_skips_seen
+                    .insert(format!("quota for absent VM {id}"))
             {
                 warn!(vm = %id, "CPU quota for a VM that is not on this host; ignored.");
             }
