@@ -82,6 +82,25 @@ fn libvirt_and_proxmox_vms_are_found_with_vcpus_memory_and_cpu_time() {
 }
 
 #[test]
+fn unbounded_limits_are_reported_as_unknown_not_as_garbage() {
+    let fake = FakeSysfs::new();
+    let web = fake.libvirt_vm(1, "web1", 2, 4);
+    fake.write(&format!("{web}/memory.max"), 9_223_372_036_854_771_712u64);
+    let pve = fake.proxmox_vm(101, "1000000000000 100000");
+    let mut node = open(&fake);
+    let r = node.read(Instant::now());
+    let vms = r.vms.unwrap();
+    assert_eq!(vms.len(), 2, "both reported");
+    assert_eq!((vms[0].mem_gib, vms[0].mem_used_gib), (None, Some(2.0)));
+    assert_eq!(
+        (vms[1].vcpus, vms[1].cpu_quota_cores),
+        (None, None),
+        "{pve}"
+    );
+    assert_eq!(r.vm_skipped_new, 0);
+}
+
+#[test]
 fn patterns_are_configurable() {
     let fake = FakeSysfs::new();
     fake.vm_scope("vms.slice/vm-db1.scope", 2, "max 100000", None);
