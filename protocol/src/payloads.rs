@@ -19,7 +19,7 @@ pub const MAX_LEASE_S: f64 = 86_400.0;
 /// Largest heat figure accepted from a consumer (kW): 1 GW.
 pub const MAX_PLAUSIBLE_KW: f64 = 1.0e6;
 /// Most VMs one telemetry message or cap may name.
-pub const MAX_VMS: usize = 4096;
+pub const MAX_VMS: usize = 1024;
 /// Most vCPUs (or CPU cores of quota) one VM may have.
 pub const MAX_VM_VCPUS: f64 = 4096.0;
 
@@ -155,7 +155,10 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     if id == "." || id == ".." {
         return Err(format!("VM id {id:?} is a path component"));
     }
-    if id.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) {
+    if id
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!(
             "VM id {id:?} holds a backslash, whitespace or a control character"
         ));
@@ -163,8 +166,16 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_vm_telemetry(i: usize, vm: &VmTelemetry) -> Result<(), PayloadError> {
-    let f = |name: &str| format!("vms[{i}].{name}");
+impl VmTelemetry {
+    /// Check one VM's figures on their own (field names start with `vm.`),
+    /// so a sender can leave out one odd VM instead of the whole message.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        check_vm_telemetry("vm", self)
+    }
+}
+
+fn check_vm_telemetry(prefix: &str, vm: &VmTelemetry) -> Result<(), PayloadError> {
+    let f = |name: &str| format!("{prefix}.{name}");
     check_vm_id(&vm.id).map_err(|p| PayloadError::invalid(f("id"), p))?;
     if let Some(v) = vm.vcpus {
         check_range(&f("vcpus"), f64::from(v), 0.0, MAX_VM_VCPUS)?;
@@ -186,7 +197,7 @@ fn check_vms(vms: &[VmTelemetry]) -> Result<(), PayloadError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, vm) in vms.iter().enumerate() {
-        check_vm_telemetry(i, vm)?;
+        check_vm_telemetry(&format!("vms[{i}]"), vm)?;
         if !seen.insert(vm.id.as_str()) {
             return Err(PayloadError::invalid(
                 format!("vms[{i}].id"),
@@ -323,7 +334,8 @@ mod vm_tests {
 
     #[test]
     fn a_cap_with_vm_quotas_and_an_epoch_round_trips() {
-        let cap = cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
+        let cap =
+            cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
         assert_eq!(cap.epoch, Some(1_767_225_600_000));
         let vms = cap.vm_cpu_cores.clone().unwrap();
         assert_eq!((vms["web1"], vms["100"]), (2.5, 0.0));
@@ -356,7 +368,10 @@ mod vm_tests {
         ];
         for (extra, needle) in cases {
             let err = cap_with(extra).unwrap_err().to_string();
-            assert!(err.contains(needle), "{extra}: {err} should mention {needle}");
+            assert!(
+                err.contains(needle),
+                "{extra}: {err} should mention {needle}"
+            );
         }
     }
 
