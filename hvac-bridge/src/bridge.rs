@@ -25,8 +25,8 @@ use crate::config::{
 use crate::consumer::{ConsumerTracker, CurrentDemand};
 use crate::desired::WriteRequest;
 use crate::device::{
-    plan_request, split_request, DeviceCommand, DeviceState, DeviceTask,
-    ResultCallback, WriteAccepted, WriteError, WriteRefused,
+    plan_request, split_request, DeviceCommand, DeviceState, DeviceTask, ResultCallback,
+    WriteAccepted, WriteError, WriteRefused,
 };
 use crate::server::{self, Figures};
 use crate::{BridgeError, CounterSnapshot, Counters};

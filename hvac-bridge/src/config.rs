@@ -918,7 +918,10 @@ address = 11
             DEFAULT_MIN_WRITE_INTERVAL_S
         );
         let e = err(&with_device(&format!("write_expiry_s = 0\n{point}")));
-        assert!(e.contains("heatpump") && e.contains("write_expiry_s"), "{e}");
+        assert!(
+            e.contains("heatpump") && e.contains("write_expiry_s"),
+            "{e}"
+        );
         let e = err(&with_device(&format!(
             "write_expiry_s = 10\nmin_write_interval_s = 10\n{point}"
         )));

@@ -194,8 +194,8 @@ impl DesiredState {
     /// Every write of request `id` is done: answer `applied`.
     pub fn finish_applied(&mut self, id: RequestId) -> Option<Answer> {
         let superseded = self.open.get(&id).map(|e| e.superseded.clone())?;
-        let reason =
-            (!superseded.is_empty()).then(|| format!("{} {SUPERSEDED}", points_phrase(&superseded)));
+        let reason = (!superseded.is_empty())
+            .then(|| format!("{} {SUPERSEDED}", points_phrase(&superseded)));
         self.close(id, WriteStatus::Applied, reason)
     }
 
@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(d.due(t0), vec![id]);
         let a = write_due(&mut d, t0);
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].status, a[0].reason.as_deref()), (WriteStatus::Applied, None));
+        assert_eq!(
+            (a[0].status, a[0].reason.as_deref()),
+            (WriteStatus::Applied, None)
+        );
         assert_eq!(d.open_requests(), 0);
         assert!(d.announce(t0, false).is_empty(), "nothing left to announce");
     }
@@ -393,7 +396,12 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].0.status, WriteStatus::Pending);
         assert_eq!(pending[0].1, Wait::DeviceDown);
-        assert!(pending[0].0.reason.as_ref().unwrap().contains("`hp` is down"));
+        assert!(pending[0]
+            .0
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("`hp` is down"));
         let (second, answers) = d.submit(req(&[("sp", 50.0)]), t0 + S);
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].id, first);
@@ -430,7 +438,11 @@ mod tests {
         let a = d.expire(t0 + 301 * S);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].status, WriteStatus::Expired);
-        assert!(a[0].reason.as_ref().unwrap().contains("write_expiry_s = 300 s"));
+        assert!(a[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("write_expiry_s = 300 s"));
         assert!(!a[0].superseded);
         assert!(d.due(t0 + 302 * S).is_empty(), "nothing left to write");
     }
@@ -445,7 +457,10 @@ mod tests {
         let p = d.announce(t0 + S, false);
         assert_eq!(p[0].1, Wait::RateLimit);
         let why = p[0].0.reason.as_ref().unwrap();
-        assert!(why.contains("point `sp`") && why.contains("held for 4.0 s"), "{why}");
+        assert!(
+            why.contains("point `sp`") && why.contains("held for 4.0 s"),
+            "{why}"
+        );
         // Another point is not held up by it.
         let (other, _) = d.submit(req(&[("pump", 1.0)]), t0 + 2 * S);
         assert_eq!(d.due(t0 + 2 * S), vec![other]);

@@ -223,12 +223,21 @@ pub fn plan_write(
 /// `ts` that is not RFC 3339 is ignored, as before).
 pub fn split_request(
     payload: &[u8],
-) -> Result<(serde_json::Map<String, serde_json::Value>, Option<DateTime<Utc>>), WriteRefused> {
+) -> Result<
+    (
+        serde_json::Map<String, serde_json::Value>,
+        Option<DateTime<Utc>>,
+    ),
+    WriteRefused,
+> {
     let mut map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(payload).map_err(|e| WriteRefused::Malformed(e.to_string()))?;
     let ts = map
         .remove("ts")
-        .and_then(|v| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()))
+        .and_then(|v| {
+            v.as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        })
         .map(|t| t.with_timezone(&Utc));
     Ok((map, ts))
 }
@@ -451,7 +460,10 @@ impl Runner {
     /// Restore the originals, answer the open requests, stop.
     async fn stop(&mut self) -> usize {
         let n = self.restore().await;
-        for a in self.desired.drain("the bridge stopped before it was written") {
+        for a in self
+            .desired
+            .drain("the bridge stopped before it was written")
+        {
             self.answer(a, None);
         }
         n
@@ -501,7 +513,9 @@ impl Runner {
     fn announce(&mut self) {
         for (a, wait) in self.desired.announce(Instant::now(), !self.reachable) {
             if wait == Wait::RateLimit {
-                self.task.counters.bump(&self.task.counters.writes_rate_limited);
+                self.task
+                    .counters
+                    .bump(&self.task.counters.writes_rate_limited);
             }
             self.answer(a, None);
         }

@@ -36,8 +36,8 @@ pub mod registers;
 pub mod server;
 
 pub use bridge::{Bridge, BridgeHandle, HeatMeterReading};
-pub use device::WriteAccepted;
 pub use config::{ConfigError, SiteConfig};
+pub use device::WriteAccepted;
 
 /// Errors of the running bridge and its typed API.
 #[derive(Debug, thiserror::Error)]
