@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use protocol::payloads::{
     decode, Climate, HeatDemand, HeatOffer, Payload, Telemetry, WriteResult, WriteStatus,
+    MAX_REASON_LEN, MAX_WRITE_POINTS,
 };
 use protocol::topics::{TopicKind, Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use protocol::units::{Celsius, KiloWatts};
@@ -25,8 +26,8 @@ use crate::config::{
 use crate::consumer::{ConsumerTracker, CurrentDemand};
 use crate::desired::WriteRequest;
 use crate::device::{
-    plan_request, split_request, DeviceCommand, DeviceState, DeviceTask, ResultCallback,
-    WriteAccepted, WriteError, WriteRefused,
+    plan_request, split_request, DeviceCommand, DeviceState, DeviceTask, PointValues,
+    ResultCallback, WriteAccepted, WriteError, WriteRefused,
 };
 use crate::server::{self, Figures};
 use crate::{BridgeError, CounterSnapshot, Counters};
@@ -35,6 +36,11 @@ use crate::{BridgeError, CounterSnapshot, Counters};
 const MAX_CONSUMERS: usize = 1000;
 /// Most nodes tracked at once for the read-out figures.
 const MAX_NODES: usize = 100_000;
+/// Most bytes of a refused request echoed in its result; a larger one (or
+/// one with more than `MAX_WRITE_POINTS` entries) is answered with an empty
+/// `request`, so a result always passes the protocol's validation and
+/// never outgrows the MQTT packet limit.
+const MAX_ECHO_BYTES: usize = 4096;
 /// Telemetry older than this does not count into `it_power_kw`.
 const TELEMETRY_FRESH: Duration = Duration::from_secs(120);
 
@@ -320,7 +326,9 @@ async fn stale_check(handle: BridgeHandle) {
 /// then is delivered after the reconnection (within the client's queue).
 fn result_publisher(client: AsyncClient, topics: Topics) -> ResultCallback {
     Arc::new(move |device, result| {
-        let body = match serde_json::to_string(result) {
+        let mut result = result.clone();
+        result.reason = result.reason.map(clip_reason);
+        let body = match serde_json::to_string(&result) {
             Ok(b) => b,
             Err(e) => {
                 warn!(device = %device, error = %e, "Write result not encodable.");
@@ -332,6 +340,30 @@ fn result_publisher(client: AsyncClient, topics: Topics) -> ResultCallback {
             warn!(device = %device, error = %e, "Write result not queued for MQTT.");
         }
     })
+}
+
+/// `reason` cut to `MAX_REASON_LEN` bytes (on a character boundary), with
+/// an ellipsis where cut.
+fn clip_reason(reason: String) -> String {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+/// The request as echoed in a refusal: itself, or empty when too large.
+fn echo(request: PointValues) -> PointValues {
+    let small = request.len() <= MAX_WRITE_POINTS
+        && serde_json::to_string(&request).is_ok_and(|t| t.len() <= MAX_ECHO_BYTES);
+    if small {
+        request
+    } else {
+        PointValues::new()
+    }
 }
 
 async fn mqtt_loop(mut eventloop: EventLoop, handle: BridgeHandle) {
@@ -511,7 +543,7 @@ impl BridgeHandle {
     fn refuse(
         &self,
         device: &str,
-        request: serde_json::Map<String, serde_json::Value>,
+        request: PointValues,
         request_ts: Option<DateTime<Utc>>,
         reason: &WriteRefused,
     ) {
@@ -520,7 +552,7 @@ impl BridgeHandle {
         warn!(device = %device, reason = %reason, "Write refused; nothing written.");
         let result = WriteResult {
             ts: Utc::now(),
-            request,
+            request: echo(request),
             request_ts,
             status: WriteStatus::Refused,
             reason: Some(reason.to_string()),
@@ -533,7 +565,7 @@ impl BridgeHandle {
     fn checked(
         &self,
         device: &str,
-        request: serde_json::Map<String, serde_json::Value>,
+        request: PointValues,
         request_ts: Option<DateTime<Utc>>,
     ) -> Result<(&DeviceEntry, WriteRequest), WriteRefused> {
         let planned = match self.shared.devices.get(device) {
@@ -755,5 +787,29 @@ impl BridgeHandle {
         f.supply_temps_ignored = sat(c.supply_temps_ignored);
         f.stale_events = sat(c.stale_events);
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_clipped_on_a_character_boundary() {
+        let long = format!("device `hp` has no point `{}`", "é".repeat(2000));
+        let clipped = clip_reason(long);
+        assert!(clipped.len() <= MAX_REASON_LEN, "{}", clipped.len());
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip_reason("short".into()), "short");
+    }
+
+    #[test]
+    fn a_large_refused_request_is_echoed_empty() {
+        let mut big = PointValues::new();
+        big.insert("x".into(), serde_json::json!("y".repeat(MAX_ECHO_BYTES)));
+        assert!(echo(big).is_empty());
+        let mut small = PointValues::new();
+        small.insert("supply_setpoint_c".into(), serde_json::json!(80));
+        assert_eq!(echo(small.clone()), small);
     }
 }

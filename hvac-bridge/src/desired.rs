@@ -80,7 +80,10 @@ pub enum Wait {
     RateLimit,
 }
 
-/// The wanted values of one device (see the module docs).
+/// The wanted values of one device (see the module docs). Bounded: every
+/// open request holds the wanted value of at least one point (one left
+/// with none is answered), so there are never more open requests than
+/// writable points.
 #[derive(Debug)]
 pub struct DesiredState {
     device: String,

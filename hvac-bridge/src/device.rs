@@ -218,19 +218,14 @@ pub fn plan_write(
     })
 }
 
+/// A request's `{point: value, …}`, as received.
+pub type PointValues = serde_json::Map<String, serde_json::Value>;
+
 /// A `facility/<device>/set` payload (`{point: value, …}`, optionally with a
 /// `ts`) split into the request (without `ts`) and the requester's `ts` (a
 /// `ts` that is not RFC 3339 is ignored, as before).
-pub fn split_request(
-    payload: &[u8],
-) -> Result<
-    (
-        serde_json::Map<String, serde_json::Value>,
-        Option<DateTime<Utc>>,
-    ),
-    WriteRefused,
-> {
-    let mut map: serde_json::Map<String, serde_json::Value> =
+pub fn split_request(payload: &[u8]) -> Result<(PointValues, Option<DateTime<Utc>>), WriteRefused> {
+    let mut map: PointValues =
         serde_json::from_slice(payload).map_err(|e| WriteRefused::Malformed(e.to_string()))?;
     let ts = map
         .remove("ts")
@@ -245,7 +240,7 @@ pub fn split_request(
 /// Check every entry of a request: all are valid or the request is refused.
 pub fn plan_request(
     device: &DeviceConfig,
-    request: &serde_json::Map<String, serde_json::Value>,
+    request: &PointValues,
 ) -> Result<Vec<PlannedWrite>, WriteRefused> {
     if request.len() > protocol::payloads::MAX_WRITE_POINTS {
         return Err(WriteRefused::Malformed(format!(
@@ -549,9 +544,10 @@ impl Runner {
                 WriteStatus::Pending => Ok(WriteAccepted::Pending {
                     reason: reason.clone(),
                 }),
+                // The flush passes the device's own error; this is a fallback.
                 WriteStatus::Refused => Err(WriteError::Exception {
                     device: name.clone(),
-                    point: String::new(),
+                    point: a.request.keys().cloned().collect::<Vec<_>>().join(", "),
                     exception: reason.clone(),
                 }),
                 WriteStatus::Expired => Err(WriteError::Expired(reason.clone())),

@@ -196,6 +196,14 @@ async fn refused_writes_are_answered_refused_naming_the_point() {
         assert_eq!(res.status, WriteStatus::Refused, "{payload}: {v}");
         assert!(res.reason.unwrap().contains(needle), "{payload}: {v}");
     }
+    // A huge request is refused too, with a result that stays valid.
+    let long = "x".repeat(5000);
+    r.w.publish(&set, &format!(r#"{{"{long}": 1}}"#)).await;
+    let (v, _) = r.w.wait_for(&results, SOON, |_| true).await;
+    let res = result(&v);
+    assert_eq!(res.status, WriteStatus::Refused);
+    assert!(res.request.is_empty(), "too large to echo");
+    assert!(res.reason.unwrap().ends_with('…'));
     let elsewhere = r.topics.facility_set_result("nope");
     r.w.publish(&r.topics.facility_set("nope"), r#"{"x": 1}"#)
         .await;
@@ -217,7 +225,7 @@ async fn refused_writes_are_answered_refused_naming_the_point() {
     let c = r.h.counters();
     assert_eq!(
         (c.writes_refused, c.writes_refused_by_device),
-        (6, 1),
+        (7, 1),
         "{c:?}"
     );
     assert_eq!((c.writes_applied, c.writes_ok), (0, 0), "{c:?}");
