@@ -591,3 +591,136 @@ mod tests {
         assert!(err.contains("cpu_util"), "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Facility write results (DESIGN.md §4.8)
+// ---------------------------------------------------------------------------
+
+/// Most entries a write request (and so its result) may carry.
+pub const MAX_WRITE_POINTS: usize = 256;
+/// Longest `reason` accepted in a [`WriteResult`], bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// The outcome of one `facility/<device>/set` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// Written to the device (final).
+    Applied,
+    /// Refused: by the bridge's checks, or by the device with an exception
+    /// (final; nothing of the request was written, or the device refused it).
+    Refused,
+    /// Kept as the wanted value: the device is down, or the point was
+    /// written too recently; a final result follows.
+    Pending,
+    /// Dropped without being written: superseded by a newer write to the
+    /// same point, or not applied within `write_expiry_s` (final).
+    Expired,
+}
+
+impl WriteStatus {
+    /// Whether no other result follows this one for the same request.
+    pub fn is_final(self) -> bool {
+        self != WriteStatus::Pending
+    }
+}
+
+/// Result of a facility write, `facility/<device>/set/result`, bridge → all;
+/// QoS 1, not retained. Every request gets exactly one final result
+/// (`applied`, `refused` or `expired`), preceded by one `pending` when it had
+/// to wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteResult {
+    /// When the bridge decided this outcome.
+    pub ts: DateTime<Utc>,
+    /// The request as received, `{point: value}` (its `ts` key left out);
+    /// empty when the payload was not a JSON object.
+    pub request: serde_json::Map<String, serde_json::Value>,
+    /// The `ts` the requester put in the request, echoed to help it match
+    /// results to requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ts: Option<DateTime<Utc>>,
+    /// The outcome.
+    pub status: WriteStatus,
+    /// Why (names the point where one is to blame); absent on a plain
+    /// `applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Payload for WriteResult {
+    fn validate(&self) -> Result<(), PayloadError> {
+        if self.request.len() > MAX_WRITE_POINTS {
+            return Err(PayloadError::invalid(
+                "request",
+                format!("more than {MAX_WRITE_POINTS} points"),
+            ));
+        }
+        if self.request.is_empty() && self.status != WriteStatus::Refused {
+            return Err(PayloadError::invalid(
+                "request",
+                "empty, but only a refused request may be",
+            ));
+        }
+        match &self.reason {
+            Some(r) if r.len() > MAX_REASON_LEN => Err(PayloadError::invalid(
+                "reason",
+                format!("longer than {MAX_REASON_LEN} bytes"),
+            )),
+            None if matches!(self.status, WriteStatus::Refused | WriteStatus::Expired) => Err(
+                PayloadError::invalid("reason", "required when the status is refused or expired"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_result_tests {
+    use super::*;
+
+    #[test]
+    fn a_write_result_round_trips_with_its_status_in_snake_case() {
+        let json = br#"{"ts":"2026-01-15T06:00:00Z","request":{"supply_setpoint_c":45.5},
+            "request_ts":"2026-01-15T05:59:59Z","status":"pending","reason":"device `hp` is down"}"#;
+        let r: WriteResult = decode(json).unwrap();
+        assert_eq!(r.status, WriteStatus::Pending);
+        assert!(!r.status.is_final());
+        assert_eq!(r.request["supply_setpoint_c"], 45.5);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""status":"pending""#), "{text}");
+        assert_eq!(decode::<WriteResult>(text.as_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn bad_write_results_name_the_field() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"done"}"#,
+                "malformed",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{},"status":"applied"}"#,
+                "request",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"expired"}"#,
+                "reason",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"applied","extra":1}"#,
+                "malformed",
+            ),
+        ];
+        for (payload, needle) in cases {
+            let err = decode::<WriteResult>(payload).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let refused_malformed: WriteResult = decode(
+            br#"{"ts":"2026-01-15T06:00:00Z","request":{},"status":"refused","reason":"malformed set payload"}"#,
+        )
+        .unwrap();
+        assert!(refused_malformed.status.is_final());
+    }
+}

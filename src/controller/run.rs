@@ -629,7 +629,7 @@ impl Loop {
             });
         if let Some(t) = wanted {
             match self.bridge.set_supply_temp_c(Celsius(t)).await {
-                Ok(()) => tracing::info!(supply_c = t, "Heat pump supply setpoint sent."),
+                Ok(_) => tracing::info!(supply_c = t, "Heat pump supply setpoint sent."),
                 Err(hvac_bridge::BridgeError::NoDeviceWithRole(_)) => {}
                 Err(e) => {
                     self.app.metrics.error("modbus");
