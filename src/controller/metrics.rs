@@ -299,6 +299,11 @@ impl Metrics {
             ("malformed_payload", f.malformed_payloads),
             ("write_refused", f.writes_refused),
             ("consumer_stale", f.stale_events),
+            ("write_applied", f.writes_applied),
+            ("write_pending", f.writes_pending),
+            ("write_expired", f.writes_expired),
+            ("write_refused_by_device", f.writes_refused_by_device),
+            ("supply_temp_ignored", f.supply_temps_ignored),
         ] {
             self.bridge_events
                 .get_or_create(&SourceLabel {
