@@ -14,8 +14,10 @@ use tokio::process::Command;
 
 use super::config::{ActuatorConfig, ActuatorKind};
 
-/// One thing to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thing to do (JSON in the state database's journal:
+/// `{"kind": "place", "vm": "web1", "to": "s01"}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Live-migrate a VM.
     Migrate {

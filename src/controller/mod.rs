@@ -11,3 +11,4 @@ pub mod nodes;
 pub mod run;
 pub mod snapshot;
 pub mod state;
+pub mod store;

@@ -2,13 +2,28 @@
 //! for the agents, the HTTP API, the optional time-series writer, and the
 //! control loop that ties them together.
 //!
+//! The loop is the single owner of the site state: agent messages (from
+//! the MQTT session), API requests (with a reply channel) and action results
+//! are events it applies to the state and to the state database
+//! (`store.rs`); everything else only reads.
+//!
 //! Every control period: read the consumers' demand from the bridge, plan
-//! on a copy of the site state (off the async runtime), commit, and — in
-//! `apply` mode, or once an operator approves — carry out the first step:
-//! actions through the actuator, caps with leases to the agents, heat offers
-//! to the consumers, the supply setpoint to the heat pump. Nothing here
-//! blocks on a peer: a broker restart, a silent node or consumer, a database
-//! or Modbus device that is down are logged, counted, and recovered from.
+//! on a copy of the site state (off the async runtime), commit (database
+//! first), and — in `apply` mode, or once an operator approves — carry out
+//! the first step: actions through the actuator (journalled before and
+//! after), caps with leases to the agents, heat offers to the consumers, the
+//! supply setpoint to the heat pump. Nothing here blocks on a peer: a broker
+//! restart, a silent node or consumer, a time-series database or Modbus
+//! device that is down are logged, counted, and recovered from. A state
+//! database that cannot be written stops all actuation (caps are not
+//! renewed, so agents fall back to their safe caps when the lease ends)
+//! until a write succeeds again; `/readyz` says why.
+//!
+//! On start the state is loaded from the database: VMs with their hosts,
+//! servers' power states, the latest plan and the history; plan ids go on
+//! from the last one. An action journalled as intended with no outcome is
+//! marked `unknown` and not repeated: the next plan starts from what was
+//! recorded (a VM whose placement was interrupted is pending again).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::actuator::{Actuator, Outcome};
-use super::api::{self, ApiEvent, AppState};
+use super::api::{self, ApiEvent, ApiRequest, AppError, AppState};
 use super::apply;
 use super::config::{ControllerConfig, Mode};
 use super::cycle::{self, PeriodOutcome};
@@ -35,6 +50,7 @@ use super::metrics::Metrics;
 use super::nodes::{self, CapSequencer};
 use super::snapshot::DemandView;
 use super::state::{NodeState, PlanStatus, ServerInfo, SiteState};
+use super::store::{Store, StoreError};
 use crate::influx::{self, InfluxSink};
 
 /// Why the controller could not start.
@@ -46,6 +62,9 @@ pub enum ControllerError {
     /// The `[controller]` section is invalid.
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),
+    /// The state database cannot be opened, read or migrated.
+    #[error("controller state: {0}")]
+    Store(#[from] StoreError),
     /// The bridge could not start.
     #[error("facility bridge: {0}")]
     Bridge(#[from] hvac_bridge::BridgeError),
@@ -150,6 +169,47 @@ fn initial_state(site_id: &str, cfg: &ControllerConfig) -> SiteState {
     s
 }
 
+/// Agent messages queued for the loop; beyond this they are dropped and
+/// counted (`errors_total{source="backlog"}`) so the MQTT session never
+/// blocks.
+const AGENT_BACKLOG: usize = 16_384;
+
+/// Why an interrupted action is not repeated (the journal's `error`).
+const INTERRUPTED: &str = "the controller stopped before this action's outcome was recorded; \
+     not repeated: the next plan starts from the recorded state";
+
+/// Load the stored state into `site` (built from the configuration), mark
+/// interrupted actions `unknown`, and supersede a plan that was awaiting
+/// approval (its snapshot is gone). Returns the last plan id.
+fn restore(store: &mut Store, site: &mut SiteState) -> Result<u64, StoreError> {
+    let loaded = store.load(site)?;
+    for id in &loaded.unknown_servers {
+        tracing::warn!(server = %id, "The state database knows a server the configuration does not list; ignored.");
+    }
+    for (entry, plan, action) in store.unfinished_actions()? {
+        store.abandon_action(entry, INTERRUPTED)?;
+        tracing::warn!(entry, plan, ?action, "Action interrupted by a restart: its outcome is unknown and it is not repeated blindly.");
+    }
+    if let Some(rec) = site
+        .latest_plan
+        .as_mut()
+        .filter(|r| r.status == PlanStatus::AwaitingApproval)
+    {
+        store.supersede_plan(rec.id, Utc::now(), "the controller restarted")?;
+        rec.status = PlanStatus::Rejected;
+    }
+    tracing::info!(
+        file = %store.file().display(),
+        vms = site.vms.len(),
+        placed = site.vms.values().filter(|v| v.host.is_some()).count(),
+        servers_on = site.nodes.values().filter(|n| n.on).count(),
+        history = site.history.len(),
+        last_plan = loaded.last_plan_id,
+        "State loaded from the database."
+    );
+    Ok(loaded.last_plan_id)
+}
+
 fn demand_view(d: &CurrentDemand) -> DemandView {
     DemandView {
         now_kw: d.demand_kw,
@@ -176,6 +236,9 @@ pub async fn start(
         .ok_or(ControllerError::NoControllerSection)?;
     cfg.validate()?;
     let site_id = site_cfg.mqtt.site.clone();
+    let mut store = Store::open(&cfg.state_dir)?;
+    let mut site = initial_state(&site_id, &cfg);
+    let last_plan_id = restore(&mut store, &mut site)?;
     let bridge = Bridge::start(&site_cfg).await?;
     let handle = bridge.handle();
 
@@ -185,11 +248,12 @@ pub async fn start(
         (t, None) => t.clone(),
     };
     let app = AppState {
-        site: Arc::new(RwLock::new(initial_state(&site_id, &cfg))),
+        site: Arc::new(RwLock::new(site)),
         metrics: Arc::new(Metrics::new()),
         token,
         events: events_tx,
         ready: Arc::new(AtomicBool::new(false)),
+        fault: Arc::new(RwLock::new(None)),
         bridge: Some(handle.clone()),
     };
 
@@ -249,12 +313,13 @@ pub async fn start(
         true,
     ));
     let (client, eventloop) = AsyncClient::new(opts, 4096);
+    let (agents_tx, agents_rx) = mpsc::channel(AGENT_BACKLOG);
     let mqtt_task = tokio::spawn(mqtt_loop(
         eventloop,
         client.clone(),
         topics.clone(),
         app.clone(),
-        clock,
+        agents_tx,
         shutdown.clone(),
     ));
 
@@ -276,10 +341,13 @@ pub async fn start(
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
+        store,
+        plan_id: last_plan_id,
+        pending: None,
     };
     let join = tokio::spawn(async move {
         let mut ctl = ctl;
-        ctl.run(events_rx, shutdown).await;
+        ctl.run(events_rx, agents_rx, shutdown).await;
         let _ = ctl
             .client
             .publish(
@@ -303,14 +371,14 @@ pub async fn start(
     Ok((running, join))
 }
 
-/// The agents' side of MQTT: subscribe on every ConnAck, ingest telemetry
-/// and status, back off on errors.
+/// The agents' side of MQTT: subscribe on every ConnAck, hand telemetry
+/// and status to the loop, back off on errors.
 async fn mqtt_loop(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     topics: Topics,
     app: AppState,
-    clock: Clock,
+    agents: mpsc::Sender<rumqttc::Publish>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(250);
@@ -334,11 +402,14 @@ async fn mqtt_loop(
                     .await;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let mut site = app.site.write().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = nodes::ingest(&mut site, &topics, &p.topic, &p.payload, clock.now())
-                {
-                    app.metrics.error("payload");
-                    tracing::warn!(topic = %p.topic, error = %e, "Agent message refused.");
+                if let Err(e) = agents.try_send(p) {
+                    app.metrics.error("backlog");
+                    let topic = match &e {
+                        mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => {
+                            p.topic.clone()
+                        }
+                    };
+                    tracing::warn!(%topic, "Agent message dropped: the control loop is behind.");
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
@@ -368,12 +439,19 @@ struct Loop {
     caps: CapSequencer,
     /// Caps of the plan in force, re-sent every period to renew the lease.
     last_caps: BTreeMap<String, f64>,
+    /// The state database (the loop is its only writer).
+    store: Store,
+    /// Id of the latest plan made.
+    plan_id: u64,
+    /// The plan awaiting approval, with its snapshot.
+    pending: Option<PeriodOutcome>,
 }
 
 impl Loop {
     async fn run(
         &mut self,
-        mut events: mpsc::UnboundedReceiver<ApiEvent>,
+        mut api_events: mpsc::UnboundedReceiver<ApiEvent>,
+        mut agents: mpsc::Receiver<rumqttc::Publish>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         // Let agents report once before the first plan (a node that has not
@@ -383,19 +461,16 @@ impl Loop {
             .real(self.cfg.node_stale_after_s)
             .min(Duration::from_secs(5));
         let mut next = tokio::time::Instant::now() + warmup;
-        let mut plan_id = 0u64;
-        let mut pending: Option<PeriodOutcome> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = shutdown.changed() => {}
-                Some(ev) = events.recv() => {
-                    if let ApiEvent::PlanDecision { id, approve: true } = ev {
-                        if let Some(out) = pending.take().filter(|o| o.record.id == id) {
-                            tracing::info!(plan = id, "Applying the approved plan.");
-                            self.carry_out(&out).await;
-                        }
-                    }
+                Some(p) = agents.recv() => {
+                    self.ingest(&p);
+                    continue;
+                }
+                Some(ev) = api_events.recv() => {
+                    self.answer(ev).await;
                     continue;
                 }
             }
@@ -403,62 +478,175 @@ impl Loop {
                 return;
             }
             next += self.clock.real(self.cfg.control_period_s);
-            plan_id += 1;
-            let now = self.clock.now();
-            let demands = self.bridge.demands();
-            self.observe_consumers(&demands, now);
-            let views: BTreeMap<String, DemandView> = demands
-                .iter()
-                .map(|(k, d)| (k.clone(), demand_view(d)))
-                .collect();
-            let read = self
-                .app
-                .site
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let cfg = self.cfg.clone();
-            let planned = tokio::task::spawn_blocking(move || {
-                cycle::plan_period(&cfg, &read, &views, plan_id, now)
-            })
-            .await;
-            match planned {
-                Ok(Ok(out)) => {
-                    {
-                        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
-                        cycle::commit(&mut site, &out);
+            self.period().await;
+        }
+    }
+
+    /// Apply one agent message (telemetry, status) to the site state.
+    fn ingest(&self, p: &rumqttc::Publish) {
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = nodes::ingest(&mut site, &self.topics, &p.topic, &p.payload, self.clock.now())
+        {
+            self.app.metrics.error("payload");
+            tracing::warn!(topic = %p.topic, error = %e, "Agent message refused.");
+        }
+    }
+
+    /// Answer an API request; an approved plan is carried out after the
+    /// answer.
+    async fn answer(&mut self, ev: ApiEvent) {
+        let ApiEvent { request, reply } = ev;
+        let result = self.make_change(&request);
+        let ok = result.is_ok();
+        let _ = reply.send(result);
+        if let (true, ApiRequest::DecidePlan { id, approve }) = (ok, request) {
+            if let Some(out) = self.pending.take().filter(|o| o.record.id == id) {
+                if approve {
+                    tracing::info!(plan = id, "Applying the approved plan.");
+                    self.carry_out(&out).await;
+                }
+            }
+        }
+    }
+
+    /// Check a request, record it in the database, then apply it to the
+    /// state: nothing changes that is not recorded.
+    fn make_change(&mut self, request: &ApiRequest) -> Result<(), AppError> {
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        api::check_request(&site, request)?;
+        let recorded = match request {
+            ApiRequest::AdmitVm(vm) => self.store.put_vm(vm),
+            ApiRequest::RemoveVm(id) => self.store.remove_vm(id),
+            ApiRequest::DecidePlan { id, approve } => {
+                self.store.decide_plan(*id, *approve, self.clock.now())
+            }
+        };
+        if let Err(e) = recorded {
+            drop(site);
+            self.store_failed(&e);
+            return Err(AppError::Unavailable(
+                "the change cannot be recorded: the state database does not take writes (see /readyz and the controller's log)".into(),
+            ));
+        }
+        api::apply_request(&mut site, request);
+        drop(site);
+        self.store_works();
+        Ok(())
+    }
+
+    /// A write to the state database failed: log, count, mark not ready.
+    fn store_failed(&self, e: &StoreError) {
+        self.app.metrics.error("store");
+        self.app.metrics.state_store_ok.set(0);
+        tracing::error!(error = %e, "State database write failed; nothing is carried out and no cap renewed until it works again.");
+        *self.app.fault.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("the state database cannot be written: {e}"));
+    }
+
+    /// A write to the state database succeeded: clear a past fault.
+    fn store_works(&self) {
+        let mut fault = self.app.fault.write().unwrap_or_else(|e| e.into_inner());
+        if fault.take().is_some() {
+            tracing::info!("State database takes writes again.");
+        }
+        self.app.metrics.state_store_ok.set(1);
+    }
+
+    /// Whether a state-database fault holds actuation back.
+    fn faulted(&self) -> bool {
+        self.app
+            .fault
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// One control period: plan, commit, and act as the mode says.
+    async fn period(&mut self) {
+        self.plan_id += 1;
+        let plan_id = self.plan_id;
+        let now = self.clock.now();
+        let demands = self.bridge.demands();
+        self.observe_consumers(&demands, now);
+        let views: BTreeMap<String, DemandView> = demands
+            .iter()
+            .map(|(k, d)| (k.clone(), demand_view(d)))
+            .collect();
+        let read = self
+            .app
+            .site
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cfg = self.cfg.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            cycle::plan_period(&cfg, &read, &views, plan_id, now)
+        })
+        .await;
+        match planned {
+            Ok(Ok(out)) => {
+                if !self.commit(&out) {
+                    return;
+                }
+                self.app.metrics.plans.inc();
+                self.app.ready.store(true, Ordering::Relaxed);
+                let p = &out.record.plan;
+                tracing::info!(
+                    plan = plan_id,
+                    cost = p.objective.cost,
+                    baseline = p.baseline_cost.unwrap_or(f64::NAN),
+                    migrations = p.migrations.len(),
+                    heat_kw = out.history.delivered_kw,
+                    solve_ms = p.solve_ms,
+                    "Plan made."
+                );
+                match self.cfg.mode {
+                    Mode::Apply => self.carry_out(&out).await,
+                    Mode::Approval => {
+                        self.renew_caps(now).await;
+                        self.pending = Some(out.clone());
                     }
-                    self.app.metrics.plans.inc();
-                    self.app.ready.store(true, Ordering::Relaxed);
-                    let p = &out.record.plan;
-                    tracing::info!(
-                        plan = plan_id,
-                        cost = p.objective.cost,
-                        baseline = p.baseline_cost.unwrap_or(f64::NAN),
-                        migrations = p.migrations.len(),
-                        heat_kw = out.history.delivered_kw,
-                        solve_ms = p.solve_ms,
-                        "Plan made."
-                    );
-                    match self.cfg.mode {
-                        Mode::Apply => self.carry_out(&out).await,
-                        Mode::Approval => {
-                            self.renew_caps(now).await;
-                            pending = Some(out.clone());
-                        }
-                        Mode::DryRun => {}
-                    }
-                    self.write_points(&out, now);
+                    Mode::DryRun => {}
                 }
-                Ok(Err(e)) => {
-                    self.app.metrics.plan_failures.inc();
-                    tracing::warn!(error = %e, "No plan this period; the previous one stays in force.");
-                    self.renew_caps(now).await;
-                }
-                Err(e) => {
-                    self.app.metrics.plan_failures.inc();
-                    tracing::error!(error = %e, "Planner task failed.");
-                }
+                self.write_points(&out, now);
+            }
+            Ok(Err(e)) => {
+                self.app.metrics.plan_failures.inc();
+                tracing::warn!(error = %e, "No plan this period; the previous one stays in force.");
+                self.renew_caps(now).await;
+            }
+            Err(e) => {
+                self.app.metrics.plan_failures.inc();
+                tracing::error!(error = %e, "Planner task failed.");
+            }
+        }
+    }
+
+    /// Record a period's outcome: in the database first (plan record, the
+    /// plan it supersedes, history point, servers, VMs), then in the state.
+    /// Returns false (and changes nothing) when the database refuses it.
+    fn commit(&mut self, out: &PeriodOutcome) -> bool {
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        let superseded = site
+            .latest_plan
+            .as_ref()
+            .filter(|p| p.status == PlanStatus::AwaitingApproval)
+            .map(|p| p.id);
+        match self
+            .store
+            .commit_period(&out.record, superseded, &out.history, &site)
+        {
+            Ok(()) => {
+                cycle::commit(&mut site, out);
+                drop(site);
+                self.store_works();
+                true
+            }
+            Err(e) => {
+                drop(site);
+                self.app.metrics.plan_failures.inc();
+                self.store_failed(&e);
+                false
             }
         }
     }
@@ -485,14 +673,32 @@ impl Loop {
 
     /// Carry out the first step of a plan.
     async fn carry_out(&mut self, out: &PeriodOutcome) {
+        if self.faulted() {
+            tracing::warn!(plan = out.record.id, "Plan not carried out: the state database cannot be written.");
+            return;
+        }
         let now = self.clock.now();
         let mut results = Vec::new();
         for action in apply::actions(&out.snapshot, &out.record.plan) {
+            // Journalled before and after: an action whose intent cannot be
+            // recorded is not carried out.
+            let entry = match self.store.journal_intended(out.record.id, &action) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.store_failed(&e);
+                    break;
+                }
+            };
             let outcome = self.actuator.execute(&action).await;
             if let Outcome::Failed(_) = &outcome {
                 self.app.metrics.error("actuator");
             }
+            let finished = self.store.journal_finished(entry, &outcome);
             results.push((action, outcome));
+            if let Err(e) = finished {
+                self.store_failed(&e);
+                break;
+            }
         }
         {
             let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
@@ -500,6 +706,10 @@ impl Loop {
             if let Some(rec) = site.latest_plan.as_mut().filter(|r| r.id == out.record.id) {
                 rec.status = PlanStatus::Applied;
             }
+        }
+        if self.faulted() {
+            // Caps and offers wait until the state can be recorded.
+            return;
         }
         self.last_caps = apply::caps(&self.cfg, &out.record.plan);
         self.renew_caps(now).await;
@@ -540,6 +750,10 @@ impl Loop {
 
     /// Send the caps of the plan in force again, renewing their lease.
     async fn renew_caps(&mut self, now: DateTime<Utc>) {
+        if self.faulted() {
+            // Leases run out and the agents fall back to their safe caps.
+            return;
+        }
         let lease_s = self.cfg.lease_s();
         for (node, cap_w) in &self.last_caps {
             let cmd = self.caps.command(Some(*cap_w), lease_s, now);
