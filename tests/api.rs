@@ -266,9 +266,7 @@ async fn writes_need_the_token_when_one_is_configured() {
 
     let (status, body) = call(&st, "POST", "/api/v1/vms", Some(vm), Some("s3cret")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(
-        matches!(rx.lock().unwrap().as_slice(), [ApiRequest::AdmitVm(v)] if v.id == "web42")
-    );
+    assert!(matches!(rx.lock().unwrap().as_slice(), [ApiRequest::AdmitVm(v)] if v.id == "web42"));
     // Reads stay open.
     assert_eq!(
         call(&st, "GET", "/api/v1/site", None, None).await.0,
@@ -315,7 +313,10 @@ async fn vm_admission_validates_and_removal_works() {
         );
     }
     assert!(st.site.read().unwrap().vms.is_empty());
-    assert!(rx.lock().unwrap().is_empty(), "bad input never reaches the loop");
+    assert!(
+        rx.lock().unwrap().is_empty(),
+        "bad input never reaches the loop"
+    );
 
     let vm = r#"{"id":"b1","vcpus":4,"mem_gib":8,"kind":"batch","work_core_h":3,"deadline":"2026-01-16T00:00:00Z"}"#;
     assert_eq!(

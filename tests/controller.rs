@@ -18,7 +18,9 @@ type Seen = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
 fn site_toml_with(port: u16, mode: &str) -> String {
     // A fresh state folder under target/tmp (left there for a look afterwards).
-    let state_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("state folder").keep();
+    let state_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("state folder")
+        .keep();
     let state_dir = state_dir.display();
     format!(
         r#"

@@ -278,19 +278,29 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
 
     // First life: admit, wait for the placements and b switched off.
     let api1 = free_port();
-    let ctl = Controller::start(&write_config(dir.path(), broker.port(), api1, &state, &log), api1);
+    let ctl = Controller::start(
+        &write_config(dir.path(), broker.port(), api1, &state, &log),
+        api1,
+    );
     for id in vms {
         let (code, body) = ctl.post("/api/v1/vms", &vm(id));
         assert_eq!(code, 201, "{body}");
     }
-    assert_eq!(ctl.post("/api/v1/vms", &vm("web1")).0, 409, "a duplicate is refused");
+    assert_eq!(
+        ctl.post("/api/v1/vms", &vm("web1")).0,
+        409,
+        "a duplicate is refused"
+    );
     ctl.wait_until("every VM placed and b off", |c| {
         let site = c.json("/api/v1/site");
         hosts(&site).values().filter(|h| h.is_some()).count() == vms.len()
             && site["nodes"]["b"]["on"] == false
     });
     let before = hosts(&ctl.json("/api/v1/site"));
-    assert!(before.values().all(|h| h.as_deref() == Some("a")), "{before:?}");
+    assert!(
+        before.values().all(|h| h.as_deref() == Some("a")),
+        "{before:?}"
+    );
     ctl.kill_9();
 
     let at_kill = stored(&state);
@@ -307,12 +317,21 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
 
     // Second life on the same state_dir.
     let api2 = free_port();
-    let ctl = Controller::start(&write_config(dir.path(), broker.port(), api2, &state, &log), api2);
+    let ctl = Controller::start(
+        &write_config(dir.path(), broker.port(), api2, &state, &log),
+        api2,
+    );
     let site = ctl.json("/api/v1/site");
-    assert_eq!(hosts(&site), before, "every VM with its host, before any plan");
+    assert_eq!(
+        hosts(&site),
+        before,
+        "every VM with its host, before any plan"
+    );
     assert_eq!(site["nodes"]["b"]["on"], false, "b is not assumed on");
     ctl.wait_until("a plan after the restart", |c| {
-        c.json("/api/v1/plan")["id"].as_u64().is_some_and(|id| id > last_id)
+        c.json("/api/v1/plan")["id"]
+            .as_u64()
+            .is_some_and(|id| id > last_id)
     });
     let site = ctl.json("/api/v1/site");
     assert_eq!(hosts(&site), before, "no VM moved or forgotten");
@@ -335,7 +354,10 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
         "plan ids continue without a restart from 1: {:?}",
         now.plan_ids
     );
-    assert_eq!(&now.history[..at_kill.history.len()], at_kill.history.as_slice());
+    assert_eq!(
+        &now.history[..at_kill.history.len()],
+        at_kill.history.as_slice()
+    );
     assert_eq!(actions(&log), acted, "nothing carried out a second time");
 
     // A database that refuses writes: not ready, writes refused, nothing
@@ -357,10 +379,40 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
     db.execute_batch("ROLLBACK").unwrap();
     ctl.wait_until("ready again", |c| c.get("/readyz").0 == 200);
     assert!(!hosts(&ctl.json("/api/v1/site")).contains_key("web4"));
-    assert_eq!(actions(&log), acted, "nothing carried out while the database was locked");
+    assert_eq!(
+        actions(&log),
+        acted,
+        "nothing carried out while the database was locked"
+    );
     ctl.kill_9();
     assert_eq!(stored(&state).unfinished, 0);
 
     stop.store(true, Ordering::Relaxed);
     let _ = agents.join();
+}
+
+#[test]
+fn a_missing_state_dir_is_an_error_at_start_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-state");
+    // Nothing listens on the broker's port: the folder is checked first.
+    let config = write_config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &missing,
+        &dir.path().join("log"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["controller", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&*missing.to_string_lossy()) && err.contains("no such folder"),
+        "{err}"
+    );
 }

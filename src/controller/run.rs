@@ -405,9 +405,8 @@ async fn mqtt_loop(
                 if let Err(e) = agents.try_send(p) {
                     app.metrics.error("backlog");
                     let topic = match &e {
-                        mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => {
-                            p.topic.clone()
-                        }
+                        mpsc::error::TrySendError::Full(p)
+                        | mpsc::error::TrySendError::Closed(p) => p.topic.clone(),
                     };
                     tracing::warn!(%topic, "Agent message dropped: the control loop is behind.");
                 }
@@ -485,8 +484,13 @@ impl Loop {
     /// Apply one agent message (telemetry, status) to the site state.
     fn ingest(&self, p: &rumqttc::Publish) {
         let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = nodes::ingest(&mut site, &self.topics, &p.topic, &p.payload, self.clock.now())
-        {
+        if let Err(e) = nodes::ingest(
+            &mut site,
+            &self.topics,
+            &p.topic,
+            &p.payload,
+            self.clock.now(),
+        ) {
             self.app.metrics.error("payload");
             tracing::warn!(topic = %p.topic, error = %e, "Agent message refused.");
         }
@@ -674,7 +678,10 @@ impl Loop {
     /// Carry out the first step of a plan.
     async fn carry_out(&mut self, out: &PeriodOutcome) {
         if self.faulted() {
-            tracing::warn!(plan = out.record.id, "Plan not carried out: the state database cannot be written.");
+            tracing::warn!(
+                plan = out.record.id,
+                "Plan not carried out: the state database cannot be written."
+            );
             return;
         }
         let now = self.clock.now();

@@ -170,6 +170,19 @@ pub struct Loaded {
     pub unknown_servers: Vec<String>,
 }
 
+/// One action of the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// Entry id.
+    pub id: u64,
+    /// The action.
+    pub action: Action,
+    /// `intended`, `done`, `failed` or `unknown`.
+    pub state: String,
+    /// Why it failed, or why its outcome is unknown.
+    pub error: Option<String>,
+}
+
 /// The controller's database.
 #[derive(Debug)]
 pub struct Store {
@@ -347,7 +360,12 @@ impl Store {
             }
             tx.execute(
                 "INSERT OR REPLACE INTO plans (id, at, status, plan) VALUES (?1, ?2, ?3, ?4)",
-                params![record.id as i64, ts(record.at), record.status.as_str(), plan],
+                params![
+                    record.id as i64,
+                    ts(record.at),
+                    record.status.as_str(),
+                    plan
+                ],
             )?;
             insert_history(&tx, history)?;
             sync_servers(&tx, &site.nodes)?;
@@ -405,7 +423,9 @@ impl Store {
     pub fn decisions(&self, id: u64) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT decision, reason FROM plan_decisions WHERE plan_id = ?1 ORDER BY rowid")
+            .prepare(
+                "SELECT decision, reason FROM plan_decisions WHERE plan_id = ?1 ORDER BY rowid",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([id as i64], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -515,11 +535,8 @@ impl Store {
         tx.commit().map_err(|e| classify(&file, e))
     }
 
-    /// Journal entries of plan `plan_id`: (entry id, action, state, error).
-    pub fn journal_of(
-        &self,
-        plan_id: u64,
-    ) -> Result<Vec<(u64, Action, String, Option<String>)>, StoreError> {
+    /// Journal entries of plan `plan_id`, oldest first.
+    pub fn journal_of(&self, plan_id: u64) -> Result<Vec<JournalEntry>, StoreError> {
         let mut st = self
             .conn
             .prepare("SELECT id, action, state, error FROM journal WHERE plan_id = ?1 ORDER BY id")
@@ -532,13 +549,22 @@ impl Store {
             .map_err(|e| classify(&self.file, e))?;
         rows.into_iter()
             .map(|(id, json, state, error)| {
-                let a = self.decode(&json, &format!("journal entry {id}"))?;
-                Ok((id as u64, a, state, error))
+                let action = self.decode(&json, &format!("journal entry {id}"))?;
+                Ok(JournalEntry {
+                    id: id as u64,
+                    action,
+                    state,
+                    error,
+                })
             })
             .collect()
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, json: &str, what: &str) -> Result<T, StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        json: &str,
+        what: &str,
+    ) -> Result<T, StoreError> {
         serde_json::from_str(json).map_err(|e| StoreError::Decode {
             file: self.file.clone(),
             what: what.to_string(),
@@ -610,22 +636,31 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows: Vec<(String, f64, f64, f64, f64, Option<f64>)> = st
             .query_map([HISTORY_LEN as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| classify(&self.file, e))?;
         let mut points = rows
             .into_iter()
-            .map(|(at, demand_kw, delivered_kw, it_power_kw, cost, baseline_cost)| {
-                Ok(HistoryPoint {
-                    at: self.time(&at, "history point")?,
-                    demand_kw,
-                    delivered_kw,
-                    it_power_kw,
-                    cost,
-                    baseline_cost,
-                })
-            })
+            .map(
+                |(at, demand_kw, delivered_kw, it_power_kw, cost, baseline_cost)| {
+                    Ok(HistoryPoint {
+                        at: self.time(&at, "history point")?,
+                        demand_kw,
+                        delivered_kw,
+                        it_power_kw,
+                        cost,
+                        baseline_cost,
+                    })
+                },
+            )
             .collect::<Result<Vec<_>, StoreError>>()?;
         points.reverse();
         Ok(points)
@@ -803,8 +838,13 @@ fn apply_done(conn: &Connection, action: &Action) -> rusqlite::Result<()> {
                 .optional()?;
             // A VM removed meanwhile stays removed.
             let Some(json) = json else { return Ok(()) };
-            let mut v: Vm = serde_json::from_str(&json)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let mut v: Vm = serde_json::from_str(&json).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
             v.host = Some(to.clone());
             upsert_vm(conn, &v)
         }
@@ -916,7 +956,11 @@ mod tests {
             .conn
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), sync), ("wal", 2), "WAL and synchronous=FULL");
+        assert_eq!(
+            (mode.as_str(), sync),
+            ("wal", 2),
+            "WAL and synchronous=FULL"
+        );
         let mut site = fresh_site();
         let loaded = store.load(&mut site).unwrap();
         assert_eq!(loaded, Loaded::default());
@@ -942,10 +986,20 @@ mod tests {
             site.nodes.get_mut("b").unwrap().on = false;
             site.vms.get_mut("v1").unwrap().work_core_h = Some(1.25);
             store
-                .commit_period(&record(1, PlanStatus::AwaitingApproval), None, &point(0), &site)
+                .commit_period(
+                    &record(1, PlanStatus::AwaitingApproval),
+                    None,
+                    &point(0),
+                    &site,
+                )
                 .unwrap();
             store
-                .commit_period(&record(2, PlanStatus::AwaitingApproval), Some(1), &point(1), &site)
+                .commit_period(
+                    &record(2, PlanStatus::AwaitingApproval),
+                    Some(1),
+                    &point(1),
+                    &site,
+                )
                 .unwrap();
             store.decide_plan(2, true, t0()).unwrap();
             site.record(point(0));
@@ -959,12 +1013,18 @@ mod tests {
         let mut back = fresh_site();
         let loaded = store.load(&mut back).unwrap();
         assert_eq!(loaded.last_plan_id, 2);
-        assert_eq!(back, site, "VMs with hosts and batch progress, servers, plan, history");
+        assert_eq!(
+            back, site,
+            "VMs with hosts and batch progress, servers, plan, history"
+        );
         assert_eq!(back.vms["v1"].work_core_h, Some(1.25));
         assert!(!back.nodes["b"].on, "a server switched off stays off");
         assert_eq!(
             store.decisions(1).unwrap(),
-            [("superseded".to_string(), Some("a newer plan was made".to_string()))]
+            [(
+                "superseded".to_string(),
+                Some("a newer plan was made".to_string())
+            )]
         );
         assert_eq!(
             store.decisions(2).unwrap(),
@@ -993,7 +1053,9 @@ mod tests {
             .unwrap();
         let in_flight: Option<String> = store
             .conn
-            .query_row("SELECT in_flight FROM servers WHERE id = 'b'", [], |r| r.get(0))
+            .query_row("SELECT in_flight FROM servers WHERE id = 'b'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(in_flight.as_deref(), Some("power_off"));
         store.journal_finished(e1, &Outcome::Done).unwrap();
@@ -1004,17 +1066,22 @@ mod tests {
         let mut back = fresh_site();
         store.load(&mut back).unwrap();
         assert_eq!(back.vms["v1"].host.as_deref(), Some("a"));
-        assert_eq!(back.vms["v2"].host, None, "a failed placement leaves it pending");
+        assert_eq!(
+            back.vms["v2"].host, None,
+            "a failed placement leaves it pending"
+        );
         assert!(!back.nodes["b"].on);
         let journal = store.journal_of(1).unwrap();
-        let states: Vec<&str> = journal.iter().map(|(_, _, s, _)| s.as_str()).collect();
+        let states: Vec<&str> = journal.iter().map(|e| e.state.as_str()).collect();
         assert_eq!(states, ["done", "failed", "done"]);
-        assert_eq!(journal[1].3.as_deref(), Some("virsh: no domain"));
-        assert_eq!(journal[0].1, place("v1"), "the action reads back");
+        assert_eq!(journal[1].error.as_deref(), Some("virsh: no domain"));
+        assert_eq!(journal[0].action, place("v1"), "the action reads back");
         assert!(store.unfinished_actions().unwrap().is_empty());
         let in_flight: Option<String> = store
             .conn
-            .query_row("SELECT in_flight FROM servers WHERE id = 'b'", [], |r| r.get(0))
+            .query_row("SELECT in_flight FROM servers WHERE id = 'b'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(in_flight, None, "the power action is no longer in flight");
     }
@@ -1040,8 +1107,11 @@ mod tests {
         assert_eq!(store.unfinished_actions().unwrap(), [(entry, 4, place)]);
         store.abandon_action(entry, "restarted").unwrap();
         assert!(store.unfinished_actions().unwrap().is_empty());
-        let (_, _, state, error) = store.journal_of(4).unwrap().remove(0);
-        assert_eq!((state.as_str(), error.as_deref()), ("unknown", Some("restarted")));
+        let e = store.journal_of(4).unwrap().remove(0);
+        assert_eq!(
+            (e.state.as_str(), e.error.as_deref()),
+            ("unknown", Some("restarted"))
+        );
         let mut back = fresh_site();
         store.load(&mut back).unwrap();
         assert_eq!(back.vms["v1"].host, None, "the VM is not assumed placed");
@@ -1053,7 +1123,10 @@ mod tests {
         let missing = dir.path().join("nowhere");
         let err = Store::open(&missing).unwrap_err();
         assert!(matches!(err, StoreError::Missing { .. }), "{err}");
-        assert!(err.to_string().contains(&*missing.to_string_lossy()), "{err}");
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
         let file = dir.path().join("a-file");
         std::fs::write(&file, "x").unwrap();
         let err = Store::open(&file).unwrap_err();
@@ -1076,7 +1149,10 @@ mod tests {
         };
         let err = Store::open(&target).unwrap_err();
         assert!(matches!(err, StoreError::NotWritable { .. }), "{err}");
-        assert!(err.to_string().contains(&*target.to_string_lossy()), "{err}");
+        assert!(
+            err.to_string().contains(&*target.to_string_lossy()),
+            "{err}"
+        );
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
@@ -1084,8 +1160,11 @@ mod tests {
     fn a_corrupt_file_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(DB_FILE);
-        std::fs::write(&file, "this is not an SQLite database, not even close ".repeat(100))
-            .unwrap();
+        std::fs::write(
+            &file,
+            "this is not an SQLite database, not even close ".repeat(100),
+        )
+        .unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
@@ -1099,10 +1178,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 99").unwrap();
         drop(conn);
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, StoreError::TooNew { found: 99, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
     }
 
     #[test]
@@ -1114,6 +1190,8 @@ mod tests {
         let err = store.put_vm(&vm("v1", None)).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         other.execute_batch("ROLLBACK").unwrap();
-        store.put_vm(&vm("v1", None)).expect("writes again once released");
+        store
+            .put_vm(&vm("v1", None))
+            .expect("writes again once released");
     }
 }

@@ -278,7 +278,10 @@ pub async fn run(
         .map_err(|e| DemoError::Config(format!("temporary state folder: {e}")))?;
     let text = site_toml(mqtt_port, hp_addr, hm_addr).replace(
         "[controller]\n",
-        &format!("[controller]\nstate_dir = {:?}\n", state_dir.path().display().to_string()),
+        &format!(
+            "[controller]\nstate_dir = {:?}\n",
+            state_dir.path().display().to_string()
+        ),
     );
     let site: SiteConfig<ControllerConfig> =
         SiteConfig::from_toml(&text).map_err(|e| DemoError::Config(e.to_string()))?;
