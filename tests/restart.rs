@@ -315,6 +315,16 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
     }
     assert_eq!(acted.get("off:b"), Some(&1), "{acted:?}");
 
+    // As if the process had died while switching b on: intended, no outcome.
+    let db = Connection::open(state.join(DB_FILE)).unwrap();
+    db.execute(
+        "INSERT INTO journal (plan_id, kind, action, state, intended_at)
+         VALUES (?1, 'power_on', '{\"kind\":\"power_on\",\"node\":\"b\"}', 'intended', '2026-01-01T00:00:00Z')",
+        [last_id as i64],
+    )
+    .unwrap();
+    drop(db);
+
     // Second life on the same state_dir.
     let api2 = free_port();
     let ctl = Controller::start(
@@ -359,6 +369,18 @@ fn after_a_sigkill_the_controller_resumes_without_forgetting_or_repeating_anythi
         at_kill.history.as_slice()
     );
     assert_eq!(actions(&log), acted, "nothing carried out a second time");
+    assert_eq!(now.unfinished, 0, "the interrupted power-on is settled");
+    let db = Connection::open(state.join(DB_FILE)).unwrap();
+    let (st, why): (String, String) = db
+        .query_row(
+            "SELECT state, error FROM journal WHERE kind = 'power_on'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(st, "unknown");
+    assert!(why.contains("not repeated"), "{why}");
+    drop(db);
 
     // A database that refuses writes: not ready, writes refused, nothing
     // carried out; ready again once the lock is gone.

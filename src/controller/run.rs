@@ -382,6 +382,7 @@ async fn mqtt_loop(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(250);
+    let mut behind = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -402,13 +403,17 @@ async fn mqtt_loop(
                     .await;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if let Err(e) = agents.try_send(p) {
-                    app.metrics.error("backlog");
-                    let topic = match &e {
-                        mpsc::error::TrySendError::Full(p)
-                        | mpsc::error::TrySendError::Closed(p) => p.topic.clone(),
-                    };
-                    tracing::warn!(%topic, "Agent message dropped: the control loop is behind.");
+                match agents.try_send(p) {
+                    Ok(()) => behind = false,
+                    Err(mpsc::error::TrySendError::Full(p)) => {
+                        app.metrics.error("backlog");
+                        if !behind {
+                            tracing::warn!(topic = %p.topic, "Agent messages dropped: the control loop is behind.");
+                        }
+                        behind = true;
+                    }
+                    // The loop has stopped: the session ends with it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
