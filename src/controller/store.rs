@@ -1118,6 +1118,57 @@ mod tests {
     }
 
     #[test]
+    fn old_plans_history_and_finished_actions_are_pruned_but_unfinished_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        // Durability is not under test here: spare the disk 700 syncs.
+        store
+            .conn
+            .execute_batch("PRAGMA synchronous = OFF")
+            .unwrap();
+        let site = fresh_site();
+        let n = PLANS_KEPT as u64 + 8;
+        let on = Action::PowerOn { node: "b".into() };
+        for id in 1..=n {
+            store
+                .commit_period(
+                    &record(id, PlanStatus::Applied),
+                    None,
+                    &point(id as i64),
+                    &site,
+                )
+                .unwrap();
+            if id <= 2 {
+                let e = store.journal_intended(id, &on).unwrap();
+                if id == 1 {
+                    store.journal_finished(e, &Outcome::Done).unwrap();
+                }
+            }
+        }
+        let count = |sql: &str| -> i64 { store.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM plans") as usize, PLANS_KEPT);
+        assert_eq!(
+            count("SELECT MIN(id) FROM plans") as u64,
+            n - PLANS_KEPT as u64 + 1
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM history") as usize, HISTORY_LEN);
+        assert_eq!(
+            store.unfinished_actions().unwrap(),
+            [(2, 2, on)],
+            "an unfinished action outlives its plan's record"
+        );
+        assert!(
+            store.journal_of(1).unwrap().is_empty(),
+            "a finished one does not"
+        );
+        let mut back = fresh_site();
+        let loaded = store.load(&mut back).unwrap();
+        assert_eq!(loaded.last_plan_id, n);
+        assert_eq!(back.history.len(), HISTORY_LEN);
+        assert_eq!(back.history.back().unwrap().at, point(n as i64).at);
+    }
+
+    #[test]
     fn a_missing_folder_or_a_file_in_its_place_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nowhere");
