@@ -10,7 +10,7 @@
 //! | `plans` | plan records: `id`, `at`, `status`, `plan` (`phoenix.plan/v1` JSON) |
 //! | `plan_decisions` | approvals, rejections and supersessions: `plan_id`, `at`, `decision`, `reason` |
 //! | `history` | the page's history points, the newest [`HISTORY_LEN`] |
-//! | `journal` | actions: `plan_id`, `action` (JSON), `state` (`intended` → `done` / `failed`, or `unknown` after a crash), times, `error` |
+//! | `journal` | actions: `plan_id`, `action` (JSON), `state` (`intended` → `done` / `failed`, or `unknown` after a crash), times, `error`; the newest [`JOURNAL_KEPT`] finished entries and every unfinished one |
 //!
 //! One writer (the control loop); WAL so readers (a `sqlite3` shell) never
 //! block it, `synchronous=FULL` so a change the loop acted on survives a
@@ -37,9 +37,12 @@ use super::state::{HistoryPoint, NodeState, PlanRecord, PlanStatus, SiteState, H
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "phoenix-state.sqlite3";
 
-/// Plan records kept (with their journal entries): one week of 15-minute
-/// periods, as the history.
+/// Plan records kept: one week of 15-minute periods, as the history.
 pub const PLANS_KEPT: usize = HISTORY_LEN;
+
+/// Finished journal entries kept (the audit trail outlives plan records);
+/// unfinished ones are never pruned.
+pub const JOURNAL_KEPT: usize = 100_000;
 
 /// How long a write waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -787,12 +790,13 @@ fn prune(conn: &Connection) -> rusqlite::Result<()> {
     if let Some(oldest) = oldest_kept {
         conn.execute("DELETE FROM plans WHERE id < ?1", [oldest])?;
         conn.execute("DELETE FROM plan_decisions WHERE plan_id < ?1", [oldest])?;
-        conn.execute(
-            "DELETE FROM journal WHERE plan_id < ?1 AND state <> 'intended'",
-            [oldest],
-        )?;
     }
-    Ok(())
+    conn.execute(
+        "DELETE FROM journal WHERE state <> 'intended'
+         AND id <= (SELECT MAX(id) FROM journal) - ?1",
+        [JOURNAL_KEPT as i64],
+    )
+    .map(drop)
 }
 
 fn set_status(conn: &Connection, id: u64, status: PlanStatus) -> rusqlite::Result<()> {
@@ -1118,7 +1122,7 @@ mod tests {
     }
 
     #[test]
-    fn old_plans_history_and_finished_actions_are_pruned_but_unfinished_ones_kept() {
+    fn old_plans_and_history_are_pruned_but_the_journal_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         // Durability is not under test here: spare the disk 700 syncs.
@@ -1154,13 +1158,12 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM history") as usize, HISTORY_LEN);
         assert_eq!(
             store.unfinished_actions().unwrap(),
-            [(2, 2, on)],
+            [(2, 2, on.clone())],
             "an unfinished action outlives its plan's record"
         );
-        assert!(
-            store.journal_of(1).unwrap().is_empty(),
-            "a finished one does not"
-        );
+        let done = store.journal_of(1).unwrap();
+        assert_eq!(done.len(), 1, "so does the audit trail");
+        assert_eq!((&done[0].action, done[0].state.as_str()), (&on, "done"));
         let mut back = fresh_site();
         let loaded = store.load(&mut back).unwrap();
         assert_eq!(loaded.last_plan_id, n);
