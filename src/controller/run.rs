@@ -635,29 +635,29 @@ impl Loop {
     /// plan it supersedes, history point, servers, VMs), then in the state.
     /// Returns false (and changes nothing) when the database refuses it.
     fn commit(&mut self, out: &PeriodOutcome) -> bool {
-        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
-        let superseded = site
-            .latest_plan
-            .as_ref()
-            .filter(|p| p.status == PlanStatus::AwaitingApproval)
-            .map(|p| p.id);
-        match self
-            .store
-            .commit_period(&out.record, superseded, &out.history, &site)
-        {
-            Ok(()) => {
-                cycle::commit(&mut site, out);
-                drop(site);
-                self.store_works();
-                true
-            }
-            Err(e) => {
-                drop(site);
-                self.app.metrics.plan_failures.inc();
-                self.store_failed(&e);
-                false
-            }
+        // The loop is the only writer, so the state read here is the one the
+        // commit below changes; readers are not held up by the disk.
+        let recorded = {
+            let site = self.app.site.read().unwrap_or_else(|e| e.into_inner());
+            let superseded = site
+                .latest_plan
+                .as_ref()
+                .filter(|p| p.status == PlanStatus::AwaitingApproval)
+                .map(|p| p.id);
+            self.store
+                .commit_period(&out.record, superseded, &out.history, &site)
+        };
+        if let Err(e) = recorded {
+            self.app.metrics.plan_failures.inc();
+            self.store_failed(&e);
+            return false;
         }
+        {
+            let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+            cycle::commit(&mut site, out);
+        }
+        self.store_works();
+        true
     }
 
     fn observe_consumers(&self, demands: &BTreeMap<String, CurrentDemand>, now: DateTime<Utc>) {
