@@ -17,6 +17,11 @@ use tokio::sync::watch;
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
 fn site_toml_with(port: u16, mode: &str) -> String {
+    // A fresh state folder under target/tmp (left there for a look afterwards).
+    let state_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("state folder")
+        .keep();
+    let state_dir = state_dir.display();
     format!(
         r#"
 [mqtt]
@@ -28,6 +33,7 @@ id = "gh1"
 stale_after_s = 3600
 
 [controller]
+state_dir = "{state_dir}"
 mode = "{mode}"
 control_period_s = 900
 horizon_steps = 4

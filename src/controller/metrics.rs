@@ -1,8 +1,9 @@
 //! The controller's Prometheus metrics (`/metrics`, OpenMetrics text via
 //! prometheus-client): plan cost and gain over the baseline, heat offered,
 //! demanded and delivered, power and temperatures per node, solve time,
-//! stale nodes, actions by kind and result, and error counters of the
-//! MQTT, Modbus and time-series paths.
+//! stale nodes, actions by kind and result, the state database's health,
+//! and error counters of the MQTT, Modbus, time-series and state-database
+//! paths.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,7 +32,9 @@ pub struct ConsumerLabel {
 /// Label set naming an error source.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
-    /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`.
+    /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`,
+    /// `store` (the state database), `backlog` (agent messages dropped
+    /// while the loop was busy).
     pub source: String,
 }
 
@@ -93,6 +96,9 @@ pub struct Metrics {
     pub devices_online: Gauge,
     /// Consumers whose demand is stale now.
     pub consumers_stale: Gauge,
+    /// 1 while the state database takes writes, 0 after a failed write
+    /// (until one succeeds again).
+    pub state_store_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +132,7 @@ impl Metrics {
             bridge_events: Family::default(),
             devices_online: Gauge::default(),
             consumers_stale: Gauge::default(),
+            state_store_ok: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -221,6 +228,12 @@ impl Metrics {
             "Consumers whose demand is stale now",
             m.consumers_stale.clone(),
         );
+        registry.register(
+            "state_store_ok",
+            "1 while the state database takes writes, 0 after a failed write",
+            m.state_store_ok.clone(),
+        );
+        m.state_store_ok.set(1);
         Self { registry, ..m }
     }
 
