@@ -70,6 +70,14 @@ pub struct Metrics {
     pub plan_failures: Counter,
     /// Rungs of the planning ladder that failed before one planned.
     pub plan_fallbacks: Counter,
+    /// Batch jobs whose work was done (they left the plan).
+    pub batch_jobs_completed: Counter,
+    /// Batch jobs planned against an effective deadline because they can no
+    /// longer make their own (latest period).
+    pub batch_jobs_overdue: Gauge,
+    /// Batch work done, core-hours: measured by the hosts' CPU time, or
+    /// estimated from the grants where a host reports no VM list.
+    pub batch_work_core_h: Family<SourceLabel, Counter<f64, AtomicU64>>,
     /// Heat demand per consumer, kW.
     pub heat_demand_kw: Family<ConsumerLabel, GaugeF>,
     /// Heat offered per consumer, kW.
@@ -120,6 +128,9 @@ impl Metrics {
             plans: Counter::default(),
             plan_failures: Counter::default(),
             plan_fallbacks: Counter::default(),
+            batch_jobs_completed: Counter::default(),
+            batch_jobs_overdue: Gauge::default(),
+            batch_work_core_h: Family::default(),
             heat_demand_kw: Family::default(),
             heat_offered_kw: Family::default(),
             heat_delivered_kw: GaugeF::default(),
@@ -171,6 +182,21 @@ impl Metrics {
             "plan_fallbacks",
             "Rungs of the planning ladder (relaxed deadlines, pending VMs left waiting, migration budget lifted) that failed before one planned",
             m.plan_fallbacks.clone(),
+        );
+        registry.register(
+            "batch_jobs_completed",
+            "Batch jobs whose work was done (they left the plan)",
+            m.batch_jobs_completed.clone(),
+        );
+        registry.register(
+            "batch_jobs_overdue",
+            "Batch jobs planned against an effective deadline because they can no longer make their own",
+            m.batch_jobs_overdue.clone(),
+        );
+        registry.register(
+            "batch_work_core_h",
+            "Batch work done, core-hours, by source (measured: the hosts' CPU time; estimated: the grants, for hosts without a VM list)",
+            m.batch_work_core_h.clone(),
         );
         registry.register(
             "heat_demand_kw",

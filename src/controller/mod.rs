@@ -4,6 +4,7 @@
 pub mod actuator;
 pub mod api;
 pub mod apply;
+pub mod batch;
 pub mod config;
 pub mod cycle;
 pub mod execute;

@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use hvac_bridge::consumer::CurrentDemand;
 use hvac_bridge::{Bridge, BridgeHandle, SiteConfig};
 use protocol::measurements::{self as m, fields as f, Point};
-use protocol::topics::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
+use protocol::topics::{TopicKind, Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use protocol::units::Celsius;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::net::TcpListener;
@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 use super::actuator::{Action, Actuator, Outcome};
 use super::api::{self, ApiEvent, ApiRequest, AppError, AppState};
 use super::apply;
+use super::batch::{self, Meters};
 use super::config::{ControllerConfig, Mode};
 use super::cycle::{self, PeriodOutcome};
 use super::execute::{self, ActionEvent};
@@ -348,6 +349,9 @@ pub async fn start(
         journal_open: HashMap::new(),
         settled: None,
         planner,
+        meters: Meters::default(),
+        last_progress: None,
+        last_quotas: BTreeMap::new(),
         influx: influx_sink,
         caps: CapSequencer::new(Utc::now().timestamp_millis().max(0) as u64),
         last_caps: BTreeMap::new(),
@@ -463,6 +467,12 @@ struct Loop {
     /// The period planner (the optimiser's carry lives in it); `None` only
     /// while a period is being planned.
     planner: Option<scheduler::period::PeriodPlanner>,
+    /// The batch VMs' CPU counters, the baseline of the next measurement.
+    meters: Meters,
+    /// When batch progress was last brought up to date.
+    last_progress: Option<DateTime<Utc>>,
+    /// Per-VM CPU quotas of the plan in force, by host (`vm_cpu_cores`).
+    last_quotas: BTreeMap<String, BTreeMap<String, f64>>,
     influx: Option<InfluxSink>,
     caps: CapSequencer,
     /// Caps of the plan in force, re-sent every period to renew the lease.
@@ -523,8 +533,10 @@ impl Loop {
         }
     }
 
-    /// Apply one agent message (telemetry, status) to the site state.
-    fn ingest(&self, p: &rumqttc::Publish) {
+    /// Apply one agent message (telemetry, status) to the site state; a
+    /// host's VM list lowers its batch VMs' remaining work by the CPU time
+    /// they ran.
+    fn ingest(&mut self, p: &rumqttc::Publish) {
         let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = nodes::ingest(
             &mut site,
@@ -535,6 +547,62 @@ impl Loop {
         ) {
             self.app.metrics.error("payload");
             tracing::warn!(topic = %p.topic, error = %e, "Agent message refused.");
+            return;
+        }
+        let Some(TopicKind::NodeTelemetry(node)) = self.topics.parse(&p.topic) else {
+            return;
+        };
+        let reported = site
+            .nodes
+            .get(node)
+            .and_then(|n| n.telemetry.as_ref())
+            .and_then(|t| t.vms.clone());
+        if let Some(vms) = reported {
+            let done = self.meters.measure(&mut site, node, &vms);
+            self.count_work("measured", &done);
+        }
+    }
+
+    fn count_work(&self, source: &str, done: &[(String, f64)]) {
+        let core_h: f64 = done.iter().map(|(_, w)| w).sum();
+        if core_h > 0.0 {
+            self.app
+                .metrics
+                .batch_work_core_h
+                .get_or_create(&super::metrics::SourceLabel {
+                    source: source.to_string(),
+                })
+                .inc_by(core_h);
+        }
+    }
+
+    /// Bring batch progress up to date before a plan: estimate the work of
+    /// hosts that report no VM list, and take the finished jobs out of the
+    /// site (and the database).
+    fn progress_batch(&mut self, now: DateTime<Utc>) {
+        let elapsed_s = self
+            .last_progress
+            .map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0);
+        self.last_progress = Some(now);
+        let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
+        let applied = site
+            .latest_plan
+            .as_ref()
+            .filter(|r| r.status == PlanStatus::Applied)
+            .map(|r| r.plan.clone());
+        if let Some(plan) = applied {
+            let done = batch::estimate(&mut site, &plan, elapsed_s);
+            self.count_work("estimated", &done);
+        }
+        let finished = batch::retire_finished(&mut site, now);
+        self.meters.retain_known(&site);
+        drop(site);
+        for job in finished {
+            self.app.metrics.batch_jobs_completed.inc();
+            tracing::info!(vm = %job.id, host = ?job.host, on_time = job.on_time, "Batch job done; it leaves the plan.");
+            if let Err(e) = self.store.remove_vm(&job.id) {
+                self.store_failed(&e);
+            }
         }
     }
 
@@ -612,6 +680,7 @@ impl Loop {
         self.plan_id += 1;
         let plan_id = self.plan_id;
         let now = self.clock.now();
+        self.progress_batch(now);
         let demands = self.bridge.demands();
         self.observe_consumers(&demands, now);
         let views: BTreeMap<String, DemandView> = demands
@@ -641,6 +710,10 @@ impl Loop {
         match planned {
             Ok(Ok(out)) => {
                 self.report_fallbacks(&out);
+                self.app
+                    .metrics
+                    .batch_jobs_overdue
+                    .set(out.overdue.len() as i64);
                 if !self.commit(&out) {
                     return;
                 }
@@ -856,6 +929,7 @@ impl Loop {
             return;
         }
         self.last_caps = apply::caps(&self.cfg, &out.record.plan);
+        self.last_quotas = batch::quotas(&out.record.plan);
         self.renew_caps(now).await;
         for (consumer, offer) in apply::offers(&self.cfg, &out.record.plan, now) {
             match self.bridge.publish_offer(&consumer, &offer).await {
@@ -900,7 +974,8 @@ impl Loop {
         }
         let lease_s = self.cfg.lease_s();
         for (node, cap_w) in &self.last_caps {
-            let cmd = self.caps.command(Some(*cap_w), lease_s, now);
+            let mut cmd = self.caps.command(Some(*cap_w), lease_s, now);
+            cmd.vm_cpu_cores = self.last_quotas.get(node).cloned();
             let body = match serde_json::to_string(&cmd) {
                 Ok(b) => b,
                 Err(e) => {

@@ -178,6 +178,9 @@ pub struct SiteState {
     /// The latest actions that did not happen, oldest first (at most
     /// [`FAILED_ACTIONS_LEN`]).
     pub failed_actions: VecDeque<FailedAction>,
+    /// Batch jobs whose work was done, oldest first (at most
+    /// [`super::batch::FINISHED_LEN`]); they left the plan.
+    pub finished: VecDeque<super::batch::FinishedJob>,
 }
 
 impl SiteState {
