@@ -146,13 +146,21 @@ impl MqttSettings {
         self
     }
 
+    /// Check the URL and that the settings are complete and consistent
+    /// (a password source with a username, TLS files only with
+    /// `mqtts://`, …) without reading any file.
+    pub fn validate(&self) -> Result<BrokerUrl, MqttSetupError> {
+        let url = parse_url(&self.url)?;
+        self.security.check(url.tls)?;
+        Ok(url)
+    }
+
     /// Client options for `client_id`: address, keep-alive, credentials
     /// and TLS transport. Reads the password, CA and client certificate
     /// files now, so a missing or bad file is reported at start. The
     /// caller adds what is its own (last will, packet sizes, session).
     pub fn options(&self, client_id: impl Into<String>) -> Result<MqttOptions, MqttSetupError> {
-        let url = parse_url(&self.url)?;
-        self.security.check(url.tls)?;
+        let url = self.validate()?;
         let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
         opts.set_keep_alive(Duration::from_secs(self.keep_alive_s.max(5)));
         if let Some(user) = &self.security.username {
@@ -391,7 +399,12 @@ pub fn describe_connection_error(err: &ConnectionError) -> String {
     match err {
         ConnectionError::ConnectionRefused(code) => describe_refusal(*code),
         ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => describe_tls(e),
-        ConnectionError::Tls(rumqttc::TlsError::Io(e)) | ConnectionError::Io(e) => describe_io(e),
+        ConnectionError::Tls(rumqttc::TlsError::Io(e))
+        | ConnectionError::Io(e)
+        | ConnectionError::MqttState(rumqttc::StateError::Io(e))
+        | ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::Io(e),
+        )) => describe_io(e),
         ConnectionError::Tls(rumqttc::TlsError::DNSName(_)) => {
             "TLS: the URL's host is not a valid server name".into()
         }

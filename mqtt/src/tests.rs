@@ -193,4 +193,11 @@ fn refusals_and_tls_failures_read_as_sentences() {
     let io = std::io::Error::new(std::io::ErrorKind::InvalidData, unknown);
     let text = describe_connection_error(&ConnectionError::Tls(rumqttc::TlsError::Io(io)));
     assert!(text.contains("not signed by a trusted CA"), "{text}");
+    let alert = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+    let read = ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+        rumqttc::mqttbytes::Error::Io(io),
+    ));
+    let text = describe_connection_error(&read);
+    assert!(text.contains("requires a client certificate"), "{text}");
 }
