@@ -128,7 +128,10 @@ impl MqttConfig {
     /// Client options for `client_id`: address, keep-alive, credentials
     /// and TLS (reads the password, CA and certificate files now). The
     /// caller adds its last will, packet sizes and session kind.
-    pub fn options(&self, client_id: impl Into<String>) -> Result<rumqttc::MqttOptions, ConfigError> {
+    pub fn options(
+        &self,
+        client_id: impl Into<String>,
+    ) -> Result<rumqttc::MqttOptions, ConfigError> {
         Ok(self.settings().options(client_id)?)
     }
 
@@ -738,12 +741,21 @@ max = 70
             "url = \"mqtts://broker.example\"\nusername = \"phoenix-controller\"\npassword_env = \"PW\"\nca_file = \"/etc/phoenix/ca.pem\"",
         );
         let cfg = SiteConfig::<toml::Table>::from_toml(&text).unwrap();
-        assert_eq!(cfg.mqtt.security.username.as_deref(), Some("phoenix-controller"));
-        assert_eq!(cfg.mqtt.host_port().unwrap(), ("broker.example".into(), 8883));
+        assert_eq!(
+            cfg.mqtt.security.username.as_deref(),
+            Some("phoenix-controller")
+        );
+        assert_eq!(
+            cfg.mqtt.host_port().unwrap(),
+            ("broker.example".into(), 8883)
+        );
         let e = err(&format!("{BASE}pasword_file = \"/x\"\n"));
         assert!(e.contains("pasword_file"), "{e}");
         let e = err(&format!("{BASE}ca_file = \"/ca.pem\"\n"));
-        assert!(e.contains("[mqtt]: ") && e.contains("need an mqtts:// URL"), "{e}");
+        assert!(
+            e.contains("[mqtt]: ") && e.contains("need an mqtts:// URL"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub const DEFAULT_TLS_PORT: u16 = 8883;
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
     /// The URL is not `mqtt://host[:port]` or `mqtts://host[:port]`.
-    #[error("invalid MQTT URL `{url}`: {problem} (expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT])")]
+    #[error(
+        "invalid MQTT URL `{url}`: {problem} (expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT])"
+    )]
     Url {
         /// The URL, with anything before an `@` replaced by `***`.
         url: String,
@@ -414,9 +416,7 @@ pub fn describe_connection_error(err: &ConnectionError) -> String {
 
 fn describe_refusal(code: ConnectReturnCode) -> String {
     match code {
-        ConnectReturnCode::BadUserNamePassword => {
-            "the broker refused the username/password".into()
-        }
+        ConnectReturnCode::BadUserNamePassword => "the broker refused the username/password".into(),
         ConnectReturnCode::NotAuthorized => {
             "the broker refused the username/password (not authorized)".into()
         }

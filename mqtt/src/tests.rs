@@ -42,7 +42,10 @@ fn credentials_in_a_url_are_refused_without_being_echoed() {
     let text = err.to_string();
     assert!(!text.contains("s3cret"), "{text}");
     assert!(!text.contains("alice"), "{text}");
-    assert!(text.contains("credentials do not belong in the URL"), "{text}");
+    assert!(
+        text.contains("credentials do not belong in the URL"),
+        "{text}"
+    );
     assert!(text.contains("mqtt://***@broker:1883"), "{text}");
 }
 
@@ -119,7 +122,10 @@ fn the_password_comes_from_its_file_without_the_newline() {
     });
     let opts = s.options("id").unwrap();
     let login = opts.credentials().unwrap();
-    assert_eq!((login.username.as_str(), login.password.as_str()), ("u", "hunter2"));
+    assert_eq!(
+        (login.username.as_str(), login.password.as_str()),
+        ("u", "hunter2")
+    );
     assert_eq!(opts.broker_address(), ("h".to_string(), 1883));
     assert_eq!(opts.client_id(), "id");
 }
@@ -134,7 +140,10 @@ fn a_missing_password_file_or_variable_is_named_and_no_secret_is_printed() {
             ..security()
         },
     );
-    assert!(text.contains("password_file /nonexistent/phoenix-pw"), "{text}");
+    assert!(
+        text.contains("password_file /nonexistent/phoenix-pw"),
+        "{text}"
+    );
     let text = setup_error(
         "mqtt://h",
         MqttSecurity {

@@ -217,7 +217,10 @@ async fn a_client_certificate_is_accepted_where_the_listener_requires_one() {
     peer.publish("t/y", "hi").await;
     assert_eq!(peer.message().await.1, "hi");
     let without = s.settings("pw-alice", s.pki.ca_file(), None);
-    let err = Peer::connect(&without, "no-cert").await.err().expect("refused");
+    let err = Peer::connect(&without, "no-cert")
+        .await
+        .err()
+        .expect("refused");
     assert!(err.contains("client certificate"), "{err}");
 }
 
@@ -285,12 +288,16 @@ async fn an_agent_publishes_only_its_own_telemetry_and_status() {
     ] {
         n1.publish(&format!("{ROOT}/{forbidden}"), "n1").await;
     }
-    n1.publish(&format!("{ROOT}/node/n1/status"), "online").await;
+    n1.publish(&format!("{ROOT}/node/n1/status"), "online")
+        .await;
     n1.publish(&format!("{ROOT}/node/n1/telemetry"), "{}").await;
     // Same publisher, QoS 1: a forbidden message let through would have
     // arrived before these two.
     assert_eq!(viewer.message().await.0, format!("{ROOT}/node/n1/status"));
-    assert_eq!(viewer.message().await.0, format!("{ROOT}/node/n1/telemetry"));
+    assert_eq!(
+        viewer.message().await.0,
+        format!("{ROOT}/node/n1/telemetry")
+    );
 }
 
 #[tokio::test]
@@ -300,8 +307,12 @@ async fn an_agent_reads_its_own_cap_and_not_another_nodes() {
     n1.subscribe(&format!("{ROOT}/node/+/cap")).await;
     n1.subscribe(&format!("{ROOT}/node/n2/cap")).await;
     let mut controller = acl.peer("phoenix-controller").await;
-    controller.publish(&format!("{ROOT}/node/n2/cap"), "for n2").await;
-    controller.publish(&format!("{ROOT}/node/n1/cap"), "for n1").await;
+    controller
+        .publish(&format!("{ROOT}/node/n2/cap"), "for n2")
+        .await;
+    controller
+        .publish(&format!("{ROOT}/node/n1/cap"), "for n1")
+        .await;
     assert_eq!(
         n1.message().await,
         (format!("{ROOT}/node/n1/cap"), "for n1".into())
@@ -314,14 +325,24 @@ async fn only_the_controller_publishes_caps_and_offers() {
     let mut viewer = acl.peer("phoenix-viewer").await;
     viewer.subscribe(&format!("{ROOT}/node/+/cap")).await;
     viewer.subscribe(&format!("{ROOT}/consumer/+/offer")).await;
-    for user in ["phoenix-bridge", "phoenix-operator", "phoenix-viewer", "n1", "gh1"] {
+    for user in [
+        "phoenix-bridge",
+        "phoenix-operator",
+        "phoenix-viewer",
+        "n1",
+        "gh1",
+    ] {
         let mut p = acl.peer(user).await;
         p.publish(&format!("{ROOT}/node/n1/cap"), user).await;
         p.publish(&format!("{ROOT}/consumer/gh1/offer"), user).await;
     }
     let mut controller = acl.peer("phoenix-controller").await;
-    controller.publish(&format!("{ROOT}/node/n1/cap"), "controller").await;
-    controller.publish(&format!("{ROOT}/consumer/gh1/offer"), "controller").await;
+    controller
+        .publish(&format!("{ROOT}/node/n1/cap"), "controller")
+        .await;
+    controller
+        .publish(&format!("{ROOT}/consumer/gh1/offer"), "controller")
+        .await;
     // Every other publisher had its PubAck (routing done) before the
     // controller published: anything let through would come first.
     assert_eq!(viewer.message().await.1, "controller");
@@ -333,12 +354,20 @@ async fn only_the_operator_writes_facility_setpoints() {
     let acl = AclSetup::start();
     let mut bridge = acl.peer("phoenix-bridge").await;
     bridge.subscribe(&format!("{ROOT}/facility/+/set")).await;
-    for user in ["phoenix-controller", "phoenix-bridge", "phoenix-viewer", "n1", "gh1"] {
+    for user in [
+        "phoenix-controller",
+        "phoenix-bridge",
+        "phoenix-viewer",
+        "n1",
+        "gh1",
+    ] {
         let mut p = acl.peer(user).await;
         p.publish(&format!("{ROOT}/facility/hp/set"), user).await;
     }
     let mut operator = acl.peer("phoenix-operator").await;
-    operator.publish(&format!("{ROOT}/facility/hp/set"), "operator").await;
+    operator
+        .publish(&format!("{ROOT}/facility/hp/set"), "operator")
+        .await;
     assert_eq!(
         bridge.message().await,
         (format!("{ROOT}/facility/hp/set"), "operator".into())
@@ -351,11 +380,19 @@ async fn a_consumer_publishes_its_own_demand_and_reads_only_its_own_offer() {
     let mut gh1 = acl.peer("gh1").await;
     gh1.subscribe(&format!("{ROOT}/consumer/+/offer")).await;
     let mut controller = acl.peer("phoenix-controller").await;
-    controller.subscribe(&format!("{ROOT}/consumer/+/demand")).await;
-    gh1.publish(&format!("{ROOT}/consumer/gh2/demand"), "spoofed").await;
-    gh1.publish(&format!("{ROOT}/consumer/gh1/demand"), "own").await;
+    controller
+        .subscribe(&format!("{ROOT}/consumer/+/demand"))
+        .await;
+    gh1.publish(&format!("{ROOT}/consumer/gh2/demand"), "spoofed")
+        .await;
+    gh1.publish(&format!("{ROOT}/consumer/gh1/demand"), "own")
+        .await;
     assert_eq!(controller.message().await.1, "own");
-    controller.publish(&format!("{ROOT}/consumer/gh2/offer"), "gh2").await;
-    controller.publish(&format!("{ROOT}/consumer/gh1/offer"), "gh1").await;
+    controller
+        .publish(&format!("{ROOT}/consumer/gh2/offer"), "gh2")
+        .await;
+    controller
+        .publish(&format!("{ROOT}/consumer/gh1/offer"), "gh1")
+        .await;
     assert_eq!(gh1.message().await.1, "gh1");
 }

@@ -482,7 +482,13 @@ mod tests {
             parse_mqtt_url("mqtts://broker").unwrap(),
             ("broker".into(), 8883)
         );
-        for bad in ["http://x", "mqtt://", "mqtt://h:port", "broker:1883", "mqtt://u:p@h"] {
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:port",
+            "broker:1883",
+            "mqtt://u:p@h",
+        ] {
             assert!(parse_mqtt_url(bad).is_err(), "{bad}");
         }
     }

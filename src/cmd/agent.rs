@@ -25,7 +25,11 @@ pub struct Args {
     #[arg(long, env = "PHOENIX_MQTT_USERNAME")]
     mqtt_username: Option<String>,
     /// File holding the MQTT password (one line).
-    #[arg(long, env = "PHOENIX_MQTT_PASSWORD_FILE", conflicts_with = "mqtt_password_env")]
+    #[arg(
+        long,
+        env = "PHOENIX_MQTT_PASSWORD_FILE",
+        conflicts_with = "mqtt_password_env"
+    )]
     mqtt_password_file: Option<PathBuf>,
     /// Name of the environment variable holding the MQTT password.
     #[arg(long)]

@@ -49,11 +49,25 @@ impl TestPki {
         openssl(
             dir.path(),
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-                "-subj", &format!("/CN={name}"),
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
             ],
         )?;
         Ok(Self { dir })
@@ -76,7 +90,11 @@ impl TestPki {
             .collect::<Vec<_>>()
             .join(",");
         let cn = names.first().copied().unwrap_or("server");
-        self.issue(file_stem, cn, &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"))
+        self.issue(
+            file_stem,
+            cn,
+            &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+        )
     }
 
     /// A client certificate with common name `cn`, signed by this CA.
@@ -92,21 +110,53 @@ impl TestPki {
             format!("{stem}.pem"),
             format!("{stem}.ext"),
         );
-        std::fs::write(d.join(&ext), format!("basicConstraints=CA:FALSE\n{extensions}"))?;
+        std::fs::write(
+            d.join(&ext),
+            format!("basicConstraints=CA:FALSE\n{extensions}"),
+        )?;
         openssl(
             d,
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}"),
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
             ],
         )?;
         static NEXT: AtomicU32 = AtomicU32::new(1);
-        let serial = format!("0x{:x}{:08x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let serial = format!(
+            "0x{:x}{:08x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         openssl(
             d,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
-                &serial, "-days", "1", "-extfile", &ext, "-out", &cert,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                &serial,
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &cert,
             ],
         )?;
         Ok(CertFiles {
@@ -143,7 +193,12 @@ impl Mosquitto {
             if i == 0 {
                 cmd.arg("-c");
             }
-            let out = cmd.arg("-b").arg(&passwd).arg(user).arg(password).output()?;
+            let out = cmd
+                .arg("-b")
+                .arg(&passwd)
+                .arg(user)
+                .arg(password)
+                .output()?;
             if !out.status.success() {
                 return Err(io::Error::other(format!(
                     "mosquitto_passwd for {user}: {}",
