@@ -1,6 +1,6 @@
-//! The real `phoenix agent` binary through TLS and a password to a
-//! mosquitto with the shipped ACL (`deploy/mosquitto.acl`), certificates
-//! made by the test (DESIGN.md §4.7).
+//! The real `phoenix agent` and `phoenix bridge` binaries through TLS and
+//! a password to a mosquitto with the shipped ACL (`deploy/mosquitto.acl`),
+//! certificates made by the test (DESIGN.md §4.7).
 
 extern crate sensors as phoenix_sensors;
 
@@ -16,7 +16,11 @@ use testkit::{ChildGuard, Mosquitto, SecureBroker, TestPki};
 
 const SITE: &str = "site-a";
 const NODE: &str = "n1";
-const USERS: &[(&str, &str)] = &[("n1", "pw-n1-secret"), ("phoenix-viewer", "pw-viewer")];
+const USERS: &[(&str, &str)] = &[
+    ("n1", "pw-n1-secret"),
+    ("phoenix-viewer", "pw-viewer"),
+    ("phoenix-bridge", "pw-bridge-secret"),
+];
 
 struct Setup {
     pki: TestPki,
@@ -121,4 +125,32 @@ fn the_agent_binary_says_the_broker_refused_its_password_and_never_logs_it() {
     agent.kill();
     assert!(log.contains("refused the username/password"), "{log}");
     assert!(!log.contains("wrong-pw-5521"), "{log}");
+}
+
+#[test]
+fn the_bridge_binary_connects_with_the_site_files_credentials_and_ca() {
+    let s = Setup::start();
+    std::fs::write(s.path("bridge.pw"), "pw-bridge-secret\n").unwrap();
+    let site = format!(
+        "[mqtt]\nurl = \"{}\"\nsite = \"{SITE}\"\nusername = \"phoenix-bridge\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+        s.broker.tls_url(),
+        s.path("bridge.pw").display(),
+        s.pki.ca_file().display()
+    );
+    std::fs::write(s.path("site.toml"), site).unwrap();
+    let log = std::fs::File::create(s.path("bridge.log")).unwrap();
+    let _bridge = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_phoenix"))
+            .arg("bridge")
+            .arg("--config")
+            .arg(s.path("site.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log)),
+    )
+    .expect("spawning phoenix bridge");
+    let status = s.one_message(&format!("phoenix/v1/{SITE}/bridge/status"));
+    assert_eq!(status.as_deref(), Some("online"));
+    let log = std::fs::read_to_string(s.path("bridge.log")).unwrap();
+    assert!(!log.contains("pw-bridge-secret"), "{log}");
 }
