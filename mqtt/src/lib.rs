@@ -161,6 +161,8 @@ impl MqttSettings {
     /// and TLS transport. Reads the password, CA and client certificate
     /// files now, so a missing or bad file is reported at start. The
     /// caller adds what is its own (last will, packet sizes, session).
+    /// Never log the returned options with `{:?}`: rumqttc's `Debug`
+    /// prints the password.
     pub fn options(&self, client_id: impl Into<String>) -> Result<MqttOptions, MqttSetupError> {
         let url = self.validate()?;
         let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
