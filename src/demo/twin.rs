@@ -16,7 +16,7 @@ use protocol::payloads::{decode, CapCommand, HeatDemand, Telemetry};
 use protocol::topics::{TopicKind, Topics, STATUS_ONLINE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use scheduler::curve::PowerCurve;
 use scheduler::model::{Vm, VmKind};
 use simulator::physics::greenhouse::Greenhouse;
@@ -166,8 +166,12 @@ impl Twin {
             .unwrap_or_else(|e| e.into_inner())
             .site
             .clone();
-        let mut opts = MqttOptions::new("phoenix-demo-site", "127.0.0.1", mqtt_port);
-        opts.set_keep_alive(Duration::from_secs(10));
+        let mut opts = mqtt::MqttSettings {
+            keep_alive_s: 10,
+            ..mqtt::MqttSettings::new(format!("mqtt://127.0.0.1:{mqtt_port}"))
+        }
+        .options("phoenix-demo-site")
+        .map_err(|e| e.to_string())?;
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, eventloop) = AsyncClient::new(opts, 4096);
         let mut twin = Self {
