@@ -239,20 +239,71 @@ impl<'de> Deserialize<'de> for Hourly {
 }
 
 /// `[prices]`.
+///
+/// The electricity price comes from `electricity_file` (a price series,
+/// DESIGN.md §4.9) where it covers the time, else from
+/// `electricity_per_kwh`. The grid carbon intensity comes from the file's
+/// `carbon_g_per_kwh` column where it has one, else from `carbon_g_per_kwh`
+/// here (0: not counted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prices {
-    /// Electricity price per kWh (a number or 24 hourly values).
+    /// Electricity price per kWh (a number or 24 hourly values): the tariff
+    /// where no `electricity_file` covers the time.
     #[serde(default = "Prices::default_electricity")]
     pub electricity_per_kwh: Hourly,
+    /// A price series file (CSV or ENTSO-E XML, relative to the scenario file).
+    #[serde(default)]
+    pub electricity_file: Option<PathBuf>,
+    /// Grid carbon intensity, g CO2/kWh (a number or 24 hourly values),
+    /// where the file has none.
+    #[serde(default = "Prices::default_carbon")]
+    pub carbon_g_per_kwh: Hourly,
+    /// Price of a tonne of CO2 added to the objective: the planner sees
+    /// `price + carbon_price_per_t × intensity / 10⁶` per kWh. Costs in the
+    /// summary stay the electricity bill alone.
+    #[serde(default)]
+    pub carbon_price_per_t: f64,
+    /// CO2 of the fuel a backup boiler burns, kg per kWh of fuel (default
+    /// 0.202: natural gas, IPCC 2006 Guidelines vol. 2 table 2.2, 56.1 t/TJ).
+    #[serde(default = "Prices::default_gas")]
+    pub gas_kg_co2_per_kwh: f64,
+    /// Efficiency of the boiler whose heat the datacenter displaces (default
+    /// 0.9, a condensing gas boiler).
+    #[serde(default = "Prices::default_boiler_efficiency")]
+    pub boiler_efficiency: f64,
+    /// What the planner sees: the tariff (`dynamic`) or its mean over the
+    /// run (`flat`), to measure what time shifting is worth.
+    #[serde(default)]
+    pub planning: PlanningPrices,
     /// Value of one kWh of heat delivered to a consumer.
     #[serde(default)]
     pub heat_value_per_kwh: f64,
 }
 
+/// `prices.planning`: the prices the planner sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanningPrices {
+    /// The tariff as it is (with the carbon price).
+    #[default]
+    Dynamic,
+    /// The mean of the tariff over the run, every period.
+    Flat,
+}
+
 impl Prices {
     fn default_electricity() -> Hourly {
         Hourly::Flat(0.15)
+    }
+    fn default_carbon() -> Hourly {
+        Hourly::Flat(0.0)
+    }
+    fn default_gas() -> f64 {
+        0.202
+    }
+    fn default_boiler_efficiency() -> f64 {
+        0.9
     }
 }
 
@@ -260,6 +311,12 @@ impl Default for Prices {
     fn default() -> Self {
         Self {
             electricity_per_kwh: Self::default_electricity(),
+            electricity_file: None,
+            carbon_g_per_kwh: Self::default_carbon(),
+            carbon_price_per_t: 0.0,
+            gas_kg_co2_per_kwh: Self::default_gas(),
+            boiler_efficiency: Self::default_boiler_efficiency(),
+            planning: PlanningPrices::Dynamic,
             heat_value_per_kwh: 0.0,
         }
     }
@@ -981,6 +1038,7 @@ impl Scenario {
             .electricity_per_kwh
             .check("prices.electricity_per_kwh", f64::NEG_INFINITY)?;
         non_negative("prices.heat_value_per_kwh", self.prices.heat_value_per_kwh)?;
+        self.validate_carbon()?;
         self.validate_weather()?;
         self.validate_cooling()?;
         self.validate_heat()?;
@@ -1017,6 +1075,39 @@ impl Scenario {
                 Ok(())
             }
         }
+    }
+
+    fn validate_carbon(&self) -> Result<(), ScenarioError> {
+        let p = &self.prices;
+        p.carbon_g_per_kwh.check("prices.carbon_g_per_kwh", 0.0)?;
+        non_negative("prices.carbon_price_per_t", p.carbon_price_per_t)?;
+        non_negative("prices.gas_kg_co2_per_kwh", p.gas_kg_co2_per_kwh)?;
+        if !(p.boiler_efficiency.is_finite()
+            && p.boiler_efficiency > 0.0
+            && p.boiler_efficiency <= 1.2)
+        {
+            return Err(ScenarioError::invalid(
+                "prices.boiler_efficiency",
+                format!("{} is not in (0, 1.2]", p.boiler_efficiency),
+            ));
+        }
+        self.price_series().map(|_| ())
+    }
+
+    /// The price series of `prices.electricity_file`, read and checked
+    /// (`None` without a file).
+    pub fn price_series(&self) -> Result<Option<protocol::series::PriceSeries>, ScenarioError> {
+        let Some(f) = &self.prices.electricity_file else {
+            return Ok(None);
+        };
+        let path = if f.is_absolute() {
+            f.clone()
+        } else {
+            self.base_dir.join(f)
+        };
+        protocol::series::load(&path)
+            .map(Some)
+            .map_err(|e| ScenarioError::invalid("prices.electricity_file", e.to_string()))
     }
 
     /// The EPW file, resolved against the scenario's directory.
