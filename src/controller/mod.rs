@@ -12,3 +12,4 @@ pub mod nodes;
 pub mod run;
 pub mod snapshot;
 pub mod state;
+pub mod tariff;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, Utc};
 use scheduler::model::{HeatLoop, Server, Snapshot, Vm, SNAPSHOT_SCHEMA};
 use scheduler::period::{self, Rung};
 
@@ -121,7 +121,7 @@ pub fn build(
     let electricity_price_per_kwh = (0..steps)
         .map(|t| {
             let at = now + Duration::milliseconds((t as f64 * step_s * 1000.0) as i64);
-            cfg.prices.electricity_per_kwh.at_hour(at.hour())
+            cfg.prices.planning_price_at(at)
         })
         .collect();
 

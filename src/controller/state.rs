@@ -152,6 +152,9 @@ pub struct SiteState {
     /// The latest actions that did not happen, oldest first (at most
     /// [`FAILED_ACTIONS_LEN`]).
     pub failed_actions: VecDeque<FailedAction>,
+    /// The tariff in force and whether it is stale (`None` until the
+    /// tariff task first reports).
+    pub tariff: Option<super::tariff::TariffStatus>,
 }
 
 impl SiteState {
