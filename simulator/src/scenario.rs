@@ -520,14 +520,38 @@ pub struct ServerGroup {
 pub struct HeatPumpSpec {
     /// Supply temperature to the consumer, °C.
     pub supply_c: f64,
-    /// Quality grade η of `COP = η·T_hot/(T_hot − T_cold)`.
+    /// Quality grade η of `COP = η·T_cond/(T_cond − T_evap)` (default
+    /// 0.45: with the default approaches, within 15 % of a published
+    /// data-centre study, docs/simulator.md).
     #[serde(default = "HeatPumpSpec::default_eta")]
     pub eta: f64,
+    /// Evaporator approach: the refrigerant evaporates this far below the
+    /// loop's supply temperature, K.
+    #[serde(default = "HeatPumpSpec::default_approach_k")]
+    pub evaporator_approach_k: f64,
+    /// Condenser approach: the refrigerant condenses this far above the
+    /// consumer's supply temperature, K.
+    #[serde(default = "HeatPumpSpec::default_approach_k")]
+    pub condenser_approach_k: f64,
 }
 
 impl HeatPumpSpec {
     fn default_eta() -> f64 {
-        0.5
+        0.45
+    }
+    fn default_approach_k() -> f64 {
+        5.0
+    }
+
+    /// Heating COP lifting a loop at `source_c` to `supply_c`.
+    pub fn cop(&self, source_c: f64) -> f64 {
+        crate::physics::heat::heat_pump_cop_with_approach(
+            self.eta,
+            self.supply_c,
+            source_c,
+            self.evaporator_approach_k,
+            self.condenser_approach_k,
+        )
     }
 }
 
@@ -1166,7 +1190,15 @@ impl Scenario {
                         ),
                     ));
                 }
-                let cop = crate::physics::heat::heat_pump_cop(hp.eta, hp.supply_c, l.supply_c);
+                non_negative(
+                    format!("loops[{i}].heat_pump.evaporator_approach_k"),
+                    hp.evaporator_approach_k,
+                )?;
+                non_negative(
+                    format!("loops[{i}].heat_pump.condenser_approach_k"),
+                    hp.condenser_approach_k,
+                )?;
+                let cop = hp.cop(l.supply_c);
                 if cop <= 1.0 {
                     return Err(ScenarioError::invalid(
                         format!("loops[{i}].heat_pump"),
