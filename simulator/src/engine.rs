@@ -1015,10 +1015,11 @@ impl<'a> Engine<'a> {
             let (price, carbon) = self.tariff_at(mid);
             let it_kw = totals[k * width] / 1000.0;
             setpoints.fill(f64::NAN);
-            for (c, d) in self.consumers.iter().enumerate() {
+            for (c, d) in self.consumers.iter_mut().enumerate() {
                 demand[c] = match d {
                     Demand::Profile(h) => h.at_hour(hour.floor() as u32),
                     Demand::Greenhouse(g) => {
+                        g.update_screen(hour, w.outdoor_c);
                         let sp = g.setpoint_c(hour);
                         setpoints[c] = sp;
                         g.demand_w(dt, sp, w.outdoor_c, w.ghi_w_per_m2) / 1000.0

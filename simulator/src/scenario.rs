@@ -514,6 +514,46 @@ pub struct ServerGroup {
     pub can_switch: bool,
 }
 
+/// `[consumers.screen]`: a greenhouse's energy screen. Defaults: the
+/// thresholds of GreenLight's default climate controls (Katzin et al.,
+/// 2021: closed below 10 °C outdoors at night, 5 °C by day), and a closed
+/// screen leaving 60 % of the cover's U (energy screens save roughly 20–45 %
+/// of the heat; docs/simulator.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSpec {
+    /// Closes below this outdoor temperature in the night setpoint's hours, °C.
+    #[serde(default = "ScreenSpec::default_night_c")]
+    pub close_below_night_c: f64,
+    /// Closes below this outdoor temperature in the day setpoint's hours, °C.
+    #[serde(default = "ScreenSpec::default_day_c")]
+    pub close_below_day_c: f64,
+    /// Share of the cover's U left while closed, 0–1.
+    #[serde(default = "ScreenSpec::default_u_factor")]
+    pub u_factor: f64,
+}
+
+impl ScreenSpec {
+    fn default_night_c() -> f64 {
+        10.0
+    }
+    fn default_day_c() -> f64 {
+        5.0
+    }
+    fn default_u_factor() -> f64 {
+        0.6
+    }
+
+    /// The physics' screen.
+    pub fn build(self) -> crate::physics::greenhouse::Screen {
+        crate::physics::greenhouse::Screen {
+            close_below_night_c: self.close_below_night_c,
+            close_below_day_c: self.close_below_day_c,
+            u_factor: self.u_factor,
+        }
+    }
+}
+
 /// A heat pump lifting a loop to the consumer's supply temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -633,6 +673,9 @@ pub struct ConsumerSpec {
     /// `greenhouse`: vents open when indoor air exceeds the setpoint by this, K.
     #[serde(default = "ConsumerSpec::default_vent")]
     pub vent_margin_k: f64,
+    /// Greenhouse: an energy screen (`[consumers.screen]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<ScreenSpec>,
 }
 
 impl ConsumerSpec {
@@ -1245,6 +1288,17 @@ impl Scenario {
                     }
                     positive(key("thermal_mass_j_per_k"), c.thermal_mass_j_per_k)?;
                     share(key("solar_gain_factor"), c.solar_gain_factor)?;
+                    if let Some(sc) = &c.screen {
+                        share(key("screen.u_factor"), sc.u_factor)?;
+                        for (k, v) in [
+                            ("screen.close_below_night_c", sc.close_below_night_c),
+                            ("screen.close_below_day_c", sc.close_below_day_c),
+                        ] {
+                            if !v.is_finite() {
+                                return Err(ScenarioError::invalid(key(k), "must be finite"));
+                            }
+                        }
+                    }
                     non_negative(key("infiltration_w_per_k"), c.infiltration_w_per_k)?;
                     non_negative(key("vent_margin_k"), c.vent_margin_k)?;
                     if c.day_start_h > 23 || c.day_end_h > 24 || c.day_start_h >= c.day_end_h {

@@ -188,6 +188,8 @@ impl Site {
                             day_end_h: c.day_end_h,
                             vent_margin_k: c.vent_margin_k,
                             indoor_c: night,
+                            screen: c.screen.map(|s| s.build()),
+                            screen_closed: false,
                         }))
                     }
                 };
