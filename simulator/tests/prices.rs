@@ -90,3 +90,37 @@ fn a_bad_price_file_is_refused_naming_the_key_file_and_line() {
         "{e}"
     );
 }
+
+#[test]
+fn the_shipped_price_year_is_the_generators_output_and_a_valid_series() {
+    let shipped = std::fs::read_to_string(root().join("scenarios/prices-2026.csv")).unwrap();
+    let year = phoenix_simulator::price_year::generate(2026, phoenix_simulator::price_year::SEED);
+    assert!(
+        shipped == phoenix_simulator::price_year::csv(&year),
+        "regenerate with `cargo run -p phoenix-simulator --example price_year`"
+    );
+    let s = protocol::series::parse_csv(&shipped).unwrap();
+    assert_eq!(s.points().len(), 365 * 96);
+    assert!(s.has_carbon());
+    let negative = s.points().iter().filter(|p| p.price_per_kwh < 0.0).count();
+    assert!(
+        (100..2000).contains(&negative),
+        "{negative} negative quarter hours"
+    );
+    // Evening peaks above midday in every month's mean.
+    for month in 1..=12u32 {
+        let mean_at = |hour: u32| {
+            let v: Vec<f64> = s
+                .points()
+                .iter()
+                .filter(|p| {
+                    use chrono::{Datelike, Timelike};
+                    p.start.month() == month && p.start.hour() == hour
+                })
+                .map(|p| p.price_per_kwh)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(mean_at(19) > mean_at(12), "month {month}");
+    }
+}
