@@ -5,13 +5,17 @@
 //! - [`measurements`]: the time-series measurement and field names shared by
 //!   the live controller's InfluxDB writer and the simulator's `timeseries.lp`,
 //!   so the Grafana dashboards work on both.
+//! - [`series`]: price and carbon-intensity series (DESIGN.md §4.9): the
+//!   CSV format, ENTSO-E day-ahead documents and the `tariff` topic payload.
 //! - [`units`]: small unit newtypes (`Watts`, `Celsius`, …) for code that
 //!   carries physical quantities between modules.
 //!
-//! This crate is deliberately small: serde, chrono and thiserror only.
+//! This crate is deliberately small: serde, chrono, thiserror, and quick-xml
+//! for ENTSO-E documents.
 
 pub mod measurements;
 pub mod payloads;
+pub mod series;
 pub mod topics;
 pub mod units;
 

@@ -84,6 +84,8 @@ pub mod fields {
     pub const ERF: &str = "erf";
     /// Electricity price, per kWh.
     pub const ELECTRICITY_PRICE_PER_KWH: &str = "electricity_price_per_kwh";
+    /// Grid carbon intensity, g CO2/kWh.
+    pub const CARBON_G_PER_KWH: &str = "carbon_g_per_kwh";
     /// Servers switched on.
     pub const SERVERS_ON: &str = "servers_on";
     /// Plan cost over the horizon.

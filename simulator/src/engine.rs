@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use crate::error::SimError;
 use crate::physics::server::{PeriodInput, ServerBank};
-use crate::scenario::{Scenario, SchedulerKind};
+use crate::scenario::{PlanningPrices, Scenario, SchedulerKind};
 use crate::series::{ConsumerRow, LoopRow, PlanRow, Row, Series, ServerRow};
 use crate::site::{Demand, Site};
 use crate::summary::{Summary, Timing};
@@ -207,6 +207,8 @@ struct Totals {
     backup_kwh: f64,
     electricity_cost: f64,
     heat_value: f64,
+    grid_co2_kg: f64,
+    avoided_co2_kg: f64,
     max_temp_c: f64,
     thermal_s: f64,
     sla_s: f64,
@@ -236,6 +238,10 @@ pub fn run(
     let site = Site::build(sc)?;
     let jobs = workload::generate(sc);
     let mut e = Engine::new(sc, &site, &jobs);
+    e.price_series = sc.price_series().map_err(SimError::from)?;
+    if sc.prices.planning == PlanningPrices::Flat {
+        e.flat_planning_price = Some(e.mean_planning_price());
+    }
     e.run(progress);
     let wall_s = started.elapsed().as_secs_f64();
     let summary = e.summary(wall_s);
@@ -335,6 +341,10 @@ struct Engine<'a> {
     /// The period planner (with the optimiser's carry); `None` only while
     /// it plans.
     planner: Option<PeriodPlanner>,
+    /// `prices.electricity_file`, read.
+    price_series: Option<protocol::series::PriceSeries>,
+    /// With `prices.planning = "flat"`: the price the planner sees.
+    flat_planning_price: Option<f64>,
 }
 
 impl<'a> Engine<'a> {
@@ -408,6 +418,8 @@ impl<'a> Engine<'a> {
                 // one of a run is checked in full all the same.
                 Validation::First,
             )),
+            price_series: None,
+            flat_planning_price: None,
             start_hour: {
                 let s = sc.sim.start;
                 f64::from(s.hour()) + f64::from(s.minute()) / 60.0 + f64::from(s.second()) / 3600.0
@@ -423,11 +435,39 @@ impl<'a> Engine<'a> {
         (self.start_hour + t_s / 3600.0).rem_euclid(24.0)
     }
 
+    /// Price per kWh and grid carbon intensity (g CO2/kWh) at `t_s`: the
+    /// price series where it has a value (past its end, the same time of day
+    /// of its last day), else the scenario's tariff; the carbon intensity
+    /// from the series where it has one, else `prices.carbon_g_per_kwh`.
+    fn tariff_at(&self, t_s: f64) -> (f64, f64) {
+        let hour = self.hour_at(t_s).floor() as u32;
+        let p = &self.sc.prices;
+        let carbon = || p.carbon_g_per_kwh.at_hour(hour);
+        match self.price_series.as_ref().and_then(|s| s.at(self.now(t_s))) {
+            Some(pt) => (pt.price_per_kwh, pt.carbon_g_per_kwh.unwrap_or_else(carbon)),
+            None => (p.electricity_per_kwh.at_hour(hour), carbon()),
+        }
+    }
+
+    /// The price per kWh the planner sees at `t_s`: the tariff plus the
+    /// carbon price (`carbon_price_per_t × g/kWh / 10⁶`), or its mean over
+    /// the run with `prices.planning = "flat"`.
     fn price_at(&self, t_s: f64) -> f64 {
-        self.sc
-            .prices
-            .electricity_per_kwh
-            .at_hour(self.hour_at(t_s).floor() as u32)
+        if let Some(mean) = self.flat_planning_price {
+            return mean;
+        }
+        let (price, carbon) = self.tariff_at(t_s);
+        price + self.sc.prices.carbon_price_per_t * carbon / 1e6
+    }
+
+    /// The mean planning price over the run, at control-period midpoints.
+    fn mean_planning_price(&self) -> f64 {
+        let period = self.sc.sim.control_period_s;
+        let n = ((self.sc.sim.days * 86_400.0 / period).ceil() as u64).max(1);
+        (0..n)
+            .map(|k| self.price_at((k as f64 + 0.5) * period))
+            .sum::<f64>()
+            / n as f64
     }
 
     fn run(&mut self, progress: Option<&(dyn Fn(Progress) + Sync)>) {
@@ -972,13 +1012,14 @@ impl<'a> Engine<'a> {
             let mid = t + 0.5 * dt;
             let w = self.site.weather.at(mid);
             let hour = self.hour_at(mid);
-            let price = self.price_at(mid);
+            let (price, carbon) = self.tariff_at(mid);
             let it_kw = totals[k * width] / 1000.0;
             setpoints.fill(f64::NAN);
-            for (c, d) in self.consumers.iter().enumerate() {
+            for (c, d) in self.consumers.iter_mut().enumerate() {
                 demand[c] = match d {
                     Demand::Profile(h) => h.at_hour(hour.floor() as u32),
                     Demand::Greenhouse(g) => {
+                        g.update_screen(hour, w.outdoor_c);
                         let sp = g.setpoint_c(hour);
                         setpoints[c] = sp;
                         g.demand_w(dt, sp, w.outdoor_c, w.ghi_w_per_m2) / 1000.0
@@ -1046,6 +1087,10 @@ impl<'a> Engine<'a> {
             // Heat not taken by a consumer is rejected by the cooling plant.
             let cooling_kw = (it_kw - used_total).max(0.0) / self.sc.cooling.cop_at(w.outdoor_c);
             let cost = price * (it_kw + cooling_kw + hp_total) * dt_h;
+            self.t.grid_co2_kg += carbon / 1000.0 * (it_kw + cooling_kw + hp_total) * dt_h;
+            let delivered_kwh: f64 = delivered.iter().sum::<f64>() * dt_h;
+            let p = &self.sc.prices;
+            self.t.avoided_co2_kg += delivered_kwh / p.boiler_efficiency * p.gas_kg_co2_per_kwh;
             self.t.it_kwh += it_kw * dt_h;
             self.t.cooling_kwh += cooling_kw * dt_h;
             self.t.hp_kwh += hp_total * dt_h;
@@ -1060,6 +1105,7 @@ impl<'a> Engine<'a> {
             b.row.outdoor_c += w.outdoor_c;
             b.row.ghi_w_per_m2 += w.ghi_w_per_m2;
             b.row.price_per_kwh += price;
+            b.row.carbon_g_per_kwh += carbon;
             b.row.it_kw += it_kw;
             b.row.cooling_kw += cooling_kw;
             b.row.heat_pump_kw += hp_total;
@@ -1079,6 +1125,7 @@ impl<'a> Engine<'a> {
             &mut r.outdoor_c,
             &mut r.ghi_w_per_m2,
             &mut r.price_per_kwh,
+            &mut r.carbon_g_per_kwh,
             &mut r.it_kw,
             &mut r.cooling_kw,
             &mut r.heat_pump_kw,
@@ -1205,6 +1252,9 @@ impl<'a> Engine<'a> {
             electricity_cost: t.electricity_cost,
             heat_value: t.heat_value,
             net_cost: t.electricity_cost - t.heat_value,
+            grid_co2_kg: t.grid_co2_kg,
+            avoided_co2_kg: t.avoided_co2_kg,
+            net_co2_kg: t.grid_co2_kg - t.avoided_co2_kg,
             pue: ratio(facility, t.it_kwh),
             erf: ratio(t.delivered_kwh, facility),
             ere: ratio(facility - t.delivered_kwh, t.it_kwh),
@@ -1234,6 +1284,49 @@ mod tests {
             host,
             ..Active::vacant()
         }
+    }
+
+    fn small(overrides: &[(&str, &str)]) -> Scenario {
+        let o: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/small.toml");
+        Scenario::load(&path, &o).unwrap()
+    }
+
+    #[test]
+    fn the_planner_sees_the_price_plus_the_carbon_price_and_the_bill_does_not() {
+        let sc = small(&[
+            ("prices.carbon_g_per_kwh", "400"),
+            ("prices.carbon_price_per_t", "100"),
+        ]);
+        let site = Site::build(&sc).unwrap();
+        let e = Engine::new(&sc, &site, &[]);
+        // 00:30 UTC: 0.12 per kWh; 100 per t × 400 g/kWh = 0.04 per kWh.
+        assert_eq!(e.tariff_at(1800.0), (0.12, 400.0));
+        assert!((e.price_at(1800.0) - 0.16).abs() < 1e-12);
+    }
+
+    #[test]
+    fn flat_planning_prices_are_the_mean_of_the_tariff_over_the_run() {
+        let sc = small(&[("prices.planning", "flat")]);
+        let site = Site::build(&sc).unwrap();
+        let mut e = Engine::new(&sc, &site, &[]);
+        let hourly = [
+            0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21,
+            0.21, 0.21, 0.21, 0.30, 0.30, 0.30, 0.30, 0.21, 0.21, 0.12,
+        ];
+        let mean = hourly.iter().sum::<f64>() / 24.0;
+        e.flat_planning_price = Some(e.mean_planning_price());
+        for t_s in [0.0, 18.5 * 3600.0] {
+            assert!((e.price_at(t_s) - mean).abs() < 1e-9);
+        }
+        assert_eq!(
+            e.tariff_at(18.5 * 3600.0).0,
+            0.30,
+            "the bill keeps the tariff"
+        );
     }
 
     #[test]

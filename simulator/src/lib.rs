@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod output;
 pub mod physics;
+pub mod price_year;
 pub mod report;
 pub mod scenario;
 pub mod series;

@@ -53,7 +53,7 @@ fn num(out: &mut String, v: f64) {
 /// The site, loop and consumer series as CSV, one row per output step.
 pub fn csv(sc: &Scenario, o: &Outcome) -> String {
     let mut out = String::from(
-        "time,t_s,outdoor_c,ghi_w_per_m2,electricity_price_per_kwh,it_power_kw,cooling_power_kw,\
+        "time,t_s,outdoor_c,ghi_w_per_m2,electricity_price_per_kwh,carbon_g_per_kwh,it_power_kw,cooling_power_kw,\
 heat_pump_power_kw,facility_power_kw,servers_on,vms,max_temp_c,mean_cpu_util,electricity_cost,heat_value,cum_net_cost",
     );
     for id in &o.loop_ids {
@@ -91,6 +91,7 @@ heat_pump_power_kw,facility_power_kw,servers_on,vms,max_temp_c,mean_cpu_util,ele
             r.outdoor_c,
             r.ghi_w_per_m2,
             r.price_per_kwh,
+            r.carbon_g_per_kwh,
             r.it_kw,
             r.cooling_kw,
             r.heat_pump_kw,
@@ -165,6 +166,7 @@ pub fn line_protocol(sc: &Scenario, o: &Outcome) -> String {
                 },
             )
             .float(f::ELECTRICITY_PRICE_PER_KWH, r.price_per_kwh)
+            .float(f::CARBON_G_PER_KWH, r.carbon_g_per_kwh)
             .float(f::OUTDOOR_C, r.outdoor_c)
             .int(f::SERVERS_ON, r.servers_on as i64)
             .int(f::VMS, r.vms as i64)

@@ -131,6 +131,15 @@ pub fn report(sc: &Scenario, o: &Outcome, charts: &[&str]) -> String {
         ("heat value", format!("{:.2}", s.heat_value)),
         ("net cost", format!("{:.2}", s.net_cost)),
         (
+            "grid CO2 (facility energy)",
+            format!("{:.1} kg", s.grid_co2_kg),
+        ),
+        (
+            "CO2 avoided (boiler fuel displaced)",
+            format!("{:.1} kg", s.avoided_co2_kg),
+        ),
+        ("net CO2", format!("{:.1} kg", s.net_co2_kg)),
+        (
             "heat value per server and year",
             format!("{per_server_year:.2}"),
         ),

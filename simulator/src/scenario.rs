@@ -239,20 +239,71 @@ impl<'de> Deserialize<'de> for Hourly {
 }
 
 /// `[prices]`.
+///
+/// The electricity price comes from `electricity_file` (a price series,
+/// DESIGN.md §4.9) where it covers the time, else from
+/// `electricity_per_kwh`. The grid carbon intensity comes from the file's
+/// `carbon_g_per_kwh` column where it has one, else from `carbon_g_per_kwh`
+/// here (0: not counted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prices {
-    /// Electricity price per kWh (a number or 24 hourly values).
+    /// Electricity price per kWh (a number or 24 hourly values): the tariff
+    /// where no `electricity_file` covers the time.
     #[serde(default = "Prices::default_electricity")]
     pub electricity_per_kwh: Hourly,
+    /// A price series file (CSV or ENTSO-E XML, relative to the scenario file).
+    #[serde(default)]
+    pub electricity_file: Option<PathBuf>,
+    /// Grid carbon intensity, g CO2/kWh (a number or 24 hourly values),
+    /// where the file has none.
+    #[serde(default = "Prices::default_carbon")]
+    pub carbon_g_per_kwh: Hourly,
+    /// Price of a tonne of CO2 added to the objective: the planner sees
+    /// `price + carbon_price_per_t × intensity / 10⁶` per kWh. Costs in the
+    /// summary stay the electricity bill alone.
+    #[serde(default)]
+    pub carbon_price_per_t: f64,
+    /// CO2 of the fuel a backup boiler burns, kg per kWh of fuel (default
+    /// 0.202: natural gas, IPCC 2006 Guidelines vol. 2 table 2.2, 56.1 t/TJ).
+    #[serde(default = "Prices::default_gas")]
+    pub gas_kg_co2_per_kwh: f64,
+    /// Efficiency of the boiler whose heat the datacenter displaces (default
+    /// 0.9, a condensing gas boiler).
+    #[serde(default = "Prices::default_boiler_efficiency")]
+    pub boiler_efficiency: f64,
+    /// What the planner sees: the tariff (`dynamic`) or its mean over the
+    /// run (`flat`), to measure what time shifting is worth.
+    #[serde(default)]
+    pub planning: PlanningPrices,
     /// Value of one kWh of heat delivered to a consumer.
     #[serde(default)]
     pub heat_value_per_kwh: f64,
 }
 
+/// `prices.planning`: the prices the planner sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanningPrices {
+    /// The tariff as it is (with the carbon price).
+    #[default]
+    Dynamic,
+    /// The mean of the tariff over the run, every period.
+    Flat,
+}
+
 impl Prices {
     fn default_electricity() -> Hourly {
         Hourly::Flat(0.15)
+    }
+    fn default_carbon() -> Hourly {
+        Hourly::Flat(0.0)
+    }
+    fn default_gas() -> f64 {
+        0.202
+    }
+    fn default_boiler_efficiency() -> f64 {
+        0.9
     }
 }
 
@@ -260,6 +311,12 @@ impl Default for Prices {
     fn default() -> Self {
         Self {
             electricity_per_kwh: Self::default_electricity(),
+            electricity_file: None,
+            carbon_g_per_kwh: Self::default_carbon(),
+            carbon_price_per_t: 0.0,
+            gas_kg_co2_per_kwh: Self::default_gas(),
+            boiler_efficiency: Self::default_boiler_efficiency(),
+            planning: PlanningPrices::Dynamic,
             heat_value_per_kwh: 0.0,
         }
     }
@@ -457,20 +514,84 @@ pub struct ServerGroup {
     pub can_switch: bool,
 }
 
+/// `[consumers.screen]`: a greenhouse's energy screen. Defaults: the
+/// thresholds of GreenLight's default climate controls (Katzin et al.,
+/// 2021: closed below 10 °C outdoors at night, 5 °C by day), and a closed
+/// screen leaving 60 % of the cover's U (energy screens save roughly 20–45 %
+/// of the heat; docs/simulator.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSpec {
+    /// Closes below this outdoor temperature in the night setpoint's hours, °C.
+    #[serde(default = "ScreenSpec::default_night_c")]
+    pub close_below_night_c: f64,
+    /// Closes below this outdoor temperature in the day setpoint's hours, °C.
+    #[serde(default = "ScreenSpec::default_day_c")]
+    pub close_below_day_c: f64,
+    /// Share of the cover's U left while closed, 0–1.
+    #[serde(default = "ScreenSpec::default_u_factor")]
+    pub u_factor: f64,
+}
+
+impl ScreenSpec {
+    fn default_night_c() -> f64 {
+        10.0
+    }
+    fn default_day_c() -> f64 {
+        5.0
+    }
+    fn default_u_factor() -> f64 {
+        0.6
+    }
+
+    /// The physics' screen.
+    pub fn build(self) -> crate::physics::greenhouse::Screen {
+        crate::physics::greenhouse::Screen {
+            close_below_night_c: self.close_below_night_c,
+            close_below_day_c: self.close_below_day_c,
+            u_factor: self.u_factor,
+        }
+    }
+}
+
 /// A heat pump lifting a loop to the consumer's supply temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeatPumpSpec {
     /// Supply temperature to the consumer, °C.
     pub supply_c: f64,
-    /// Quality grade η of `COP = η·T_hot/(T_hot − T_cold)`.
+    /// Quality grade η of `COP = η·T_cond/(T_cond − T_evap)` (default
+    /// 0.45: with the default approaches, within 15 % of a published
+    /// data-centre study, docs/simulator.md).
     #[serde(default = "HeatPumpSpec::default_eta")]
     pub eta: f64,
+    /// Evaporator approach: the refrigerant evaporates this far below the
+    /// loop's supply temperature, K.
+    #[serde(default = "HeatPumpSpec::default_approach_k")]
+    pub evaporator_approach_k: f64,
+    /// Condenser approach: the refrigerant condenses this far above the
+    /// consumer's supply temperature, K.
+    #[serde(default = "HeatPumpSpec::default_approach_k")]
+    pub condenser_approach_k: f64,
 }
 
 impl HeatPumpSpec {
     fn default_eta() -> f64 {
-        0.5
+        0.45
+    }
+    fn default_approach_k() -> f64 {
+        5.0
+    }
+
+    /// Heating COP lifting a loop at `source_c` to `supply_c`.
+    pub fn cop(&self, source_c: f64) -> f64 {
+        crate::physics::heat::heat_pump_cop_with_approach(
+            self.eta,
+            self.supply_c,
+            source_c,
+            self.evaporator_approach_k,
+            self.condenser_approach_k,
+        )
     }
 }
 
@@ -552,6 +673,9 @@ pub struct ConsumerSpec {
     /// `greenhouse`: vents open when indoor air exceeds the setpoint by this, K.
     #[serde(default = "ConsumerSpec::default_vent")]
     pub vent_margin_k: f64,
+    /// Greenhouse: an energy screen (`[consumers.screen]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<ScreenSpec>,
 }
 
 impl ConsumerSpec {
@@ -981,6 +1105,7 @@ impl Scenario {
             .electricity_per_kwh
             .check("prices.electricity_per_kwh", f64::NEG_INFINITY)?;
         non_negative("prices.heat_value_per_kwh", self.prices.heat_value_per_kwh)?;
+        self.validate_carbon()?;
         self.validate_weather()?;
         self.validate_cooling()?;
         self.validate_heat()?;
@@ -1017,6 +1142,39 @@ impl Scenario {
                 Ok(())
             }
         }
+    }
+
+    fn validate_carbon(&self) -> Result<(), ScenarioError> {
+        let p = &self.prices;
+        p.carbon_g_per_kwh.check("prices.carbon_g_per_kwh", 0.0)?;
+        non_negative("prices.carbon_price_per_t", p.carbon_price_per_t)?;
+        non_negative("prices.gas_kg_co2_per_kwh", p.gas_kg_co2_per_kwh)?;
+        if !(p.boiler_efficiency.is_finite()
+            && p.boiler_efficiency > 0.0
+            && p.boiler_efficiency <= 1.2)
+        {
+            return Err(ScenarioError::invalid(
+                "prices.boiler_efficiency",
+                format!("{} is not in (0, 1.2]", p.boiler_efficiency),
+            ));
+        }
+        self.price_series().map(|_| ())
+    }
+
+    /// The price series of `prices.electricity_file`, read and checked
+    /// (`None` without a file).
+    pub fn price_series(&self) -> Result<Option<protocol::series::PriceSeries>, ScenarioError> {
+        let Some(f) = &self.prices.electricity_file else {
+            return Ok(None);
+        };
+        let path = if f.is_absolute() {
+            f.clone()
+        } else {
+            self.base_dir.join(f)
+        };
+        protocol::series::load(&path)
+            .map(Some)
+            .map_err(|e| ScenarioError::invalid("prices.electricity_file", e.to_string()))
     }
 
     /// The EPW file, resolved against the scenario's directory.
@@ -1075,7 +1233,15 @@ impl Scenario {
                         ),
                     ));
                 }
-                let cop = crate::physics::heat::heat_pump_cop(hp.eta, hp.supply_c, l.supply_c);
+                non_negative(
+                    format!("loops[{i}].heat_pump.evaporator_approach_k"),
+                    hp.evaporator_approach_k,
+                )?;
+                non_negative(
+                    format!("loops[{i}].heat_pump.condenser_approach_k"),
+                    hp.condenser_approach_k,
+                )?;
+                let cop = hp.cop(l.supply_c);
                 if cop <= 1.0 {
                     return Err(ScenarioError::invalid(
                         format!("loops[{i}].heat_pump"),
@@ -1122,6 +1288,17 @@ impl Scenario {
                     }
                     positive(key("thermal_mass_j_per_k"), c.thermal_mass_j_per_k)?;
                     share(key("solar_gain_factor"), c.solar_gain_factor)?;
+                    if let Some(sc) = &c.screen {
+                        share(key("screen.u_factor"), sc.u_factor)?;
+                        for (k, v) in [
+                            ("screen.close_below_night_c", sc.close_below_night_c),
+                            ("screen.close_below_day_c", sc.close_below_day_c),
+                        ] {
+                            if !v.is_finite() {
+                                return Err(ScenarioError::invalid(key(k), "must be finite"));
+                            }
+                        }
+                    }
                     non_negative(key("infiltration_w_per_k"), c.infiltration_w_per_k)?;
                     non_negative(key("vent_margin_k"), c.vent_margin_k)?;
                     if c.day_start_h > 23 || c.day_end_h > 24 || c.day_start_h >= c.day_end_h {

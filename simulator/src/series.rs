@@ -47,6 +47,8 @@ pub struct Row {
     pub ghi_w_per_m2: f64,
     /// Electricity price, per kWh.
     pub price_per_kwh: f64,
+    /// Grid carbon intensity, g CO2/kWh.
+    pub carbon_g_per_kwh: f64,
     /// IT power, kW.
     pub it_kw: f64,
     /// Cooling power, kW.

@@ -8,7 +8,7 @@ use scheduler::model::Server;
 
 use crate::error::ScenarioError;
 use crate::physics::greenhouse::Greenhouse;
-use crate::physics::heat::{heat_pump_cop, Lift};
+use crate::physics::heat::Lift;
 use crate::physics::server::GroupPhysics;
 use crate::scenario::{ConsumerKind, Hourly, Scenario};
 use crate::weather::Weather;
@@ -160,10 +160,7 @@ impl Site {
                 max_kw: l.max_kw,
                 consumer: consumer_index[l.consumer.as_str()],
                 lift: Lift {
-                    cop: l
-                        .heat_pump
-                        .as_ref()
-                        .map(|hp| heat_pump_cop(hp.eta, hp.supply_c, l.supply_c)),
+                    cop: l.heat_pump.as_ref().map(|hp| hp.cop(l.supply_c)),
                 },
                 supply_c: l.heat_pump.as_ref().map_or(l.supply_c, |hp| hp.supply_c),
             })
@@ -191,6 +188,8 @@ impl Site {
                             day_end_h: c.day_end_h,
                             vent_margin_k: c.vent_margin_k,
                             indoor_c: night,
+                            screen: c.screen.map(|s| s.build()),
+                            screen_closed: false,
                         }))
                     }
                 };

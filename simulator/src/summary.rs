@@ -6,6 +6,9 @@
 //! - `erf` = reused energy / facility energy (ISO/IEC 30134-6), reused
 //!   energy = heat delivered to consumers.
 //! - `ere` = (facility energy − reused energy) / IT energy (The Green Grid).
+//! - `grid_co2_kg` = Σ facility energy × the step's grid carbon intensity;
+//!   `avoided_co2_kg` = heat delivered / boiler efficiency × the fuel's
+//!   emission factor; `net_co2_kg` = grid − avoided.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +50,17 @@ pub struct Summary {
     pub heat_value: f64,
     /// electricity_cost − heat_value.
     pub net_cost: f64,
+    /// Grid CO2 of the facility energy: each step's IT + cooling + heat pump
+    /// energy × that step's grid carbon intensity, kg.
+    #[serde(default)]
+    pub grid_co2_kg: f64,
+    /// CO2 of the boiler fuel not burnt for the heat delivered: heat
+    /// delivered / `boiler_efficiency` × `gas_kg_co2_per_kwh`, kg.
+    #[serde(default)]
+    pub avoided_co2_kg: f64,
+    /// grid_co2_kg − avoided_co2_kg.
+    #[serde(default)]
+    pub net_co2_kg: f64,
     /// Power usage effectiveness (ISO/IEC 30134-2).
     pub pue: f64,
     /// Energy reuse factor (ISO/IEC 30134-6).

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::{DateTime, Timelike, Utc};
 use serde::Deserialize;
 
 use crate::influx::InfluxConfig;
@@ -148,14 +149,123 @@ impl Tariff {
 }
 
 /// `[controller.prices]`.
+///
+/// The electricity price and the grid carbon intensity come from the live
+/// series ([`super::tariff`]: `electricity_file`, re-read when it changes;
+/// `url`, polled every `refresh_s`; or the retained `tariff` topic, whichever
+/// updated last) where it has a value — past its end, the same time of day
+/// of its last day — else from `electricity_per_kwh` and `carbon_g_per_kwh`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prices {
-    /// Electricity, per kWh.
+    /// Electricity, per kWh: the tariff where no series has a value.
     pub electricity_per_kwh: Tariff,
+    /// A price series file (CSV or ENTSO-E XML, DESIGN.md §4.9), re-read
+    /// when its modification time changes.
+    #[serde(default)]
+    pub electricity_file: Option<std::path::PathBuf>,
+    /// A URL returning a series (CSV or ENTSO-E XML), polled every
+    /// `refresh_s`. `{token}` in it is replaced by the token; without the
+    /// placeholder the token goes as `Authorization: Bearer`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the URL's token (never logged).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Poll interval of `url`, s.
+    #[serde(default = "d_refresh")]
+    pub refresh_s: f64,
+    /// Grid carbon intensity, g CO2/kWh, where the series has none.
+    #[serde(default = "d_carbon")]
+    pub carbon_g_per_kwh: Tariff,
+    /// Price of a tonne of CO2 in the objective: the planner sees
+    /// `price + carbon_price_per_t × g/kWh / 10⁶` per kWh.
+    #[serde(default)]
+    pub carbon_price_per_t: f64,
+    /// CO2 of the boiler fuel the delivered heat displaces, kg per kWh of
+    /// fuel (natural gas, IPCC 2006: 56.1 t/TJ = 0.202).
+    #[serde(default = "d_gas")]
+    pub gas_kg_co2_per_kwh: f64,
+    /// Efficiency of the displaced boiler.
+    #[serde(default = "d_boiler")]
+    pub boiler_efficiency: f64,
     /// Value of delivered heat, per kWh (a consumer's own value overrides it).
     #[serde(default)]
     pub heat_value_per_kwh: f64,
+    /// The live series, shared by every clone of this configuration.
+    #[serde(skip)]
+    pub live: super::tariff::Live,
+}
+
+fn d_refresh() -> f64 {
+    3600.0
+}
+fn d_carbon() -> Tariff {
+    Tariff::Flat(0.0)
+}
+fn d_gas() -> f64 {
+    0.202
+}
+fn d_boiler() -> f64 {
+    0.9
+}
+
+impl Prices {
+    /// Price per kWh and carbon intensity (g/kWh) at `at`: the live series
+    /// where it has a value, else the configured tariff.
+    pub fn at(&self, at: DateTime<Utc>) -> (f64, f64) {
+        let carbon = || self.carbon_g_per_kwh.at_hour(at.hour());
+        match self.live.point_at(at) {
+            Some(p) => (p.price_per_kwh, p.carbon_g_per_kwh.unwrap_or_else(carbon)),
+            None => (self.electricity_per_kwh.at_hour(at.hour()), carbon()),
+        }
+    }
+
+    /// The price per kWh the planner sees at `at`: the price plus the
+    /// carbon price.
+    pub fn planning_price_at(&self, at: DateTime<Utc>) -> f64 {
+        let (price, carbon) = self.at(at);
+        price + self.carbon_price_per_t * carbon / 1e6
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_tariff("prices.electricity_per_kwh", &self.electricity_per_kwh)?;
+        check_tariff("prices.carbon_g_per_kwh", &self.carbon_g_per_kwh)?;
+        if !(self.refresh_s.is_finite() && self.refresh_s > 0.0) {
+            return Err(bad("prices.refresh_s", "must be a finite number > 0"));
+        }
+        for (k, v) in [
+            ("prices.carbon_price_per_t", self.carbon_price_per_t),
+            ("prices.gas_kg_co2_per_kwh", self.gas_kg_co2_per_kwh),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(k, "must be a finite number ≥ 0"));
+            }
+        }
+        if !(self.boiler_efficiency > 0.0 && self.boiler_efficiency <= 1.2) {
+            return Err(bad("prices.boiler_efficiency", "must be in (0, 1.2]"));
+        }
+        if let Some(u) = &self.url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad("prices.url", "must start with http:// or https://"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_tariff(key: &str, t: &Tariff) -> Result<(), ConfigError> {
+    match t {
+        Tariff::Flat(p) if !p.is_finite() => Err(bad(key, "not a finite number")),
+        Tariff::Hourly(v) if v.len() != 24 || v.iter().any(|p| !p.is_finite()) => Err(bad(
+            key,
+            format!(
+                "needs one number or 24 finite hourly values, got {}",
+                v.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `[controller.api]`.
@@ -415,21 +525,7 @@ impl ControllerConfig {
             return Err(bad("cap_headroom", "must be in [0, 1]"));
         }
         finite_pos("node_stale_after_s", self.node_stale_after_s)?;
-        match &self.prices.electricity_per_kwh {
-            Tariff::Flat(p) if !p.is_finite() => {
-                return Err(bad("prices.electricity_per_kwh", "not a finite number"))
-            }
-            Tariff::Hourly(v) if v.len() != 24 || v.iter().any(|p| !p.is_finite()) => {
-                return Err(bad(
-                    "prices.electricity_per_kwh",
-                    format!(
-                        "needs one number or 24 finite hourly values, got {}",
-                        v.len()
-                    ),
-                ))
-            }
-            _ => {}
-        }
+        self.prices.validate()?;
         if self.servers.is_empty() {
             return Err(bad("servers", "at least one server is needed"));
         }

@@ -107,6 +107,18 @@ pub struct Metrics {
     /// 1 while the state database takes writes, 0 after a failed write
     /// (until one succeeds again).
     pub state_store_ok: Gauge,
+    /// The tariff does not cover the planning horizon (1) or does (0).
+    pub tariff_stale: Gauge,
+    /// Electricity price now, per kWh.
+    pub electricity_price_per_kwh: GaugeF,
+    /// Grid carbon intensity now, g CO2/kWh.
+    pub grid_carbon_g_per_kwh: GaugeF,
+    /// Grid CO2 of the IT power now (planned first step), kg/h.
+    pub grid_co2_kg_per_h: GaugeF,
+    /// Boiler CO2 avoided by the heat delivered now, kg/h.
+    pub avoided_co2_kg_per_h: GaugeF,
+    /// Grid minus avoided CO2, kg/h.
+    pub net_co2_kg_per_h: GaugeF,
 }
 
 impl Default for Metrics {
@@ -144,6 +156,12 @@ impl Metrics {
             devices_online: Gauge::default(),
             consumers_stale: Gauge::default(),
             state_store_ok: Gauge::default(),
+            tariff_stale: Gauge::default(),
+            electricity_price_per_kwh: GaugeF::default(),
+            grid_carbon_g_per_kwh: GaugeF::default(),
+            grid_co2_kg_per_h: GaugeF::default(),
+            avoided_co2_kg_per_h: GaugeF::default(),
+            net_co2_kg_per_h: GaugeF::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -260,7 +278,60 @@ impl Metrics {
             m.state_store_ok.clone(),
         );
         m.state_store_ok.set(1);
+        Self::register_tariff(&mut registry, &m);
         Self { registry, ..m }
+    }
+
+    fn register_tariff(registry: &mut Registry, m: &Self) {
+        let gauges: [(&str, &str, &GaugeF); 5] = [
+            (
+                "electricity_price_per_kwh",
+                "Electricity price now, per kWh",
+                &m.electricity_price_per_kwh,
+            ),
+            (
+                "grid_carbon_g_per_kwh",
+                "Grid carbon intensity now (g CO2/kWh)",
+                &m.grid_carbon_g_per_kwh,
+            ),
+            (
+                "grid_co2_kg_per_h",
+                "Grid CO2 of the IT power, planned first step (kg/h)",
+                &m.grid_co2_kg_per_h,
+            ),
+            (
+                "avoided_co2_kg_per_h",
+                "Boiler CO2 avoided by the heat delivered, planned first step (kg/h)",
+                &m.avoided_co2_kg_per_h,
+            ),
+            (
+                "net_co2_kg_per_h",
+                "Grid minus avoided CO2 (kg/h)",
+                &m.net_co2_kg_per_h,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            registry.register(name, help, g.clone());
+        }
+        registry.register(
+            "tariff_stale",
+            "1 when the price series does not cover the planning horizon (planning on the fallback)",
+            m.tariff_stale.clone(),
+        );
+    }
+
+    /// Mirror the tariff's status, and the CO2 rates of the planned first
+    /// step (IT power × carbon intensity; heat delivered / boiler
+    /// efficiency × the fuel's factor).
+    pub fn observe_tariff(&self, t: &super::tariff::TariffStatus) {
+        self.tariff_stale.set(i64::from(t.stale));
+        self.electricity_price_per_kwh.set(t.price_per_kwh);
+        self.grid_carbon_g_per_kwh.set(t.carbon_g_per_kwh);
+        let grid = self.it_power_kw.get() * t.carbon_g_per_kwh / 1000.0;
+        let avoided = self.heat_delivered_kw.get() / t.boiler_efficiency * t.gas_kg_co2_per_kwh;
+        self.grid_co2_kg_per_h.set(grid);
+        self.avoided_co2_kg_per_h.set(avoided);
+        self.net_co2_kg_per_h.set(grid - avoided);
     }
 
     /// Count one error of `source`.

@@ -15,3 +15,4 @@ pub mod run;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod tariff;

@@ -54,6 +54,7 @@ use super::nodes::{self, CapSequencer};
 use super::snapshot::DemandView;
 use super::state::{NodeState, PlanStatus, ServerInfo, SiteState};
 use super::store::{Store, StoreError};
+use super::tariff;
 use crate::influx::{self, InfluxSink};
 
 /// Why the controller could not start.
@@ -330,7 +331,18 @@ pub async fn start(
         app.clone(),
         agents_tx,
         shutdown.clone(),
+        cfg.prices.clone(),
+        clock,
     ));
+    let horizon_s = cfg.control_period_s * cfg.horizon_steps as f64;
+    let tariff_task = tariff::spawn(
+        cfg.prices.clone(),
+        horizon_s,
+        app.site.clone(),
+        app.metrics.clone(),
+        clock,
+        shutdown.clone(),
+    );
 
     let running = Running {
         app: app.clone(),
@@ -383,6 +395,7 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = ctl.client.disconnect().await;
         let _ = mqtt_task.await;
+        let _ = tariff_task.await;
         bridge.shutdown().await;
         let _ = api_task.await;
         if let Some(t) = influx_task {
@@ -402,6 +415,8 @@ async fn mqtt_loop(
     app: AppState,
     agents: mpsc::Sender<rumqttc::Publish>,
     shutdown: watch::Receiver<bool>,
+    prices: super::config::Prices,
+    clock: Clock,
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut behind = false;
@@ -410,7 +425,11 @@ async fn mqtt_loop(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
                 tracing::info!("Controller connected to the MQTT broker.");
-                for t in [topics.all_node_telemetry(), topics.all_node_status()] {
+                for t in [
+                    topics.all_node_telemetry(),
+                    topics.all_node_status(),
+                    tariff::topic(&topics),
+                ] {
                     if let Err(e) = client.subscribe(t, QoS::AtLeastOnce).await {
                         tracing::warn!(error = %e, "Subscribing failed.");
                     }
@@ -423,6 +442,9 @@ async fn mqtt_loop(
                         STATUS_ONLINE,
                     )
                     .await;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == tariff::topic(&topics) => {
+                tariff::on_message(&prices, &app.metrics, &p.payload, clock.now());
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 match agents.try_send(p) {

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, Utc};
 use scheduler::model::{HeatLoop, Server, Snapshot, Vm, SNAPSHOT_SCHEMA};
 use scheduler::period::{self, Rung};
 
@@ -121,7 +121,7 @@ pub fn build(
     let electricity_price_per_kwh = (0..steps)
         .map(|t| {
             let at = now + Duration::milliseconds((t as f64 * step_s * 1000.0) as i64);
-            cfg.prices.electricity_per_kwh.at_hour(at.hour())
+            cfg.prices.planning_price_at(at)
         })
         .collect();
 
@@ -264,6 +264,29 @@ mod tests {
             "model curve resolved"
         );
         scheduler::solve(&snap, &Default::default()).expect("the snapshot is plannable");
+    }
+
+    #[test]
+    fn prices_follow_the_live_series_plus_the_carbon_price_and_fall_back_past_it() {
+        let mut c = cfg();
+        c.prices.carbon_price_per_t = 50.0;
+        // Known for the first half hour from 16:30: 0.05 at 200 g/kWh (so
+        // 0.06 planned), then the same time of day of its only day does not
+        // exist: the hourly tariff.
+        let series = protocol::series::parse_csv(&format!(
+            "time,price_per_kwh,carbon_g_per_kwh\n{},0.05,200\n{},-0.01,100\n",
+            now().to_rfc3339(),
+            (now() + Duration::minutes(15)).to_rfc3339()
+        ))
+        .unwrap();
+        c.prices.live.replace(series, "test", now());
+        let snap = build(&c, &site(now()), &BTreeMap::new(), now(), Rung::FULL);
+        let p = &snap.electricity_price_per_kwh;
+        assert!(
+            (p[0] - 0.06).abs() < 1e-12 && (p[1] - (-0.005)).abs() < 1e-12,
+            "{p:?}"
+        );
+        assert_eq!(p[2], 0.30, "past the series: the configured tariff");
     }
 
     #[test]

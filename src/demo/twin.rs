@@ -154,6 +154,8 @@ impl Twin {
             day_end_h: 18,
             vent_margin_k: 5.0,
             indoor_c: 19.0,
+            screen: None,
+            screen_closed: false,
         };
         let section: WeatherSection =
             toml::from_str("kind = \"synthetic\"\nmean_c = 9.0\nseasonal_amplitude_c = 8.0\ndiurnal_amplitude_c = 4.0\nnoise_c = 1.0\nlatitude_deg = 52.0")

@@ -14,6 +14,11 @@
 //! night setback). The backup boiler gives whatever the datacenter does not,
 //! so the setpoint is always held; when the sun alone overheats the house,
 //! vents open at `setpoint + vent_margin_k`.
+//!
+//! An optional **energy screen** closes when the outdoor air is below its
+//! threshold (one for the day setpoint's hours, one for the night's) and
+//! multiplies the cover's U by `u_factor` while closed. The solar gain is
+//! left unchanged (screens close mostly at night and on cold dull days).
 
 /// The greenhouse's parameters and state.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,12 +45,49 @@ pub struct Greenhouse {
     pub vent_margin_k: f64,
     /// Indoor temperature, °C (the state).
     pub indoor_c: f64,
+    /// Energy screen, if any.
+    pub screen: Option<Screen>,
+    /// Whether the screen is closed now (the state).
+    pub screen_closed: bool,
+}
+
+/// An energy (thermal) screen under the cover.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Screen {
+    /// Closes when the outdoor air is below this during the night setpoint's hours, °C.
+    pub close_below_night_c: f64,
+    /// Closes when the outdoor air is below this during the day setpoint's hours, °C.
+    pub close_below_day_c: f64,
+    /// Share of the cover's U left while closed (0–1).
+    pub u_factor: f64,
 }
 
 impl Greenhouse {
     /// Loss coefficient `K = U·A + infiltration`, W/K.
     pub fn k_w_per_k(&self) -> f64 {
-        self.u_w_per_m2k * self.area_m2 + self.infiltration_w_per_k
+        let u = match self.screen {
+            Some(s) if self.screen_closed => self.u_w_per_m2k * s.u_factor,
+            _ => self.u_w_per_m2k,
+        };
+        u * self.area_m2 + self.infiltration_w_per_k
+    }
+
+    /// Whether the day setpoint holds at `hour`.
+    fn is_day(&self, hour: f64) -> bool {
+        let h = hour.rem_euclid(24.0);
+        h >= f64::from(self.day_start_h) && h < f64::from(self.day_end_h)
+    }
+
+    /// Open or close the screen for the outdoor air at `hour`.
+    pub fn update_screen(&mut self, hour: f64, outdoor_c: f64) {
+        self.screen_closed = self.screen.is_some_and(|s| {
+            let below = if self.is_day(hour) {
+                s.close_below_day_c
+            } else {
+                s.close_below_night_c
+            };
+            outdoor_c < below
+        });
     }
 
     /// Heat lost through the cover and by infiltration at `indoor_c`, W.
@@ -60,8 +102,7 @@ impl Greenhouse {
 
     /// Setpoint at an hour of day, °C.
     pub fn setpoint_c(&self, hour: f64) -> f64 {
-        let h = hour.rem_euclid(24.0);
-        if h >= f64::from(self.day_start_h) && h < f64::from(self.day_end_h) {
+        if self.is_day(hour) {
             self.setpoint_day_c
         } else {
             self.setpoint_night_c
@@ -105,6 +146,44 @@ impl Greenhouse {
 mod tests {
     use super::*;
 
+    fn screened() -> Greenhouse {
+        Greenhouse {
+            screen: Some(Screen {
+                close_below_night_c: 10.0,
+                close_below_day_c: 5.0,
+                u_factor: 0.6,
+            }),
+            ..tomato_house()
+        }
+    }
+
+    #[test]
+    fn the_screen_closes_below_the_night_and_day_thresholds() {
+        let mut g = screened();
+        g.update_screen(2.0, 8.0);
+        assert!(g.screen_closed, "night, 8 °C < 10 °C");
+        g.update_screen(12.0, 8.0);
+        assert!(!g.screen_closed, "day, 8 °C ≥ 5 °C");
+        g.update_screen(12.0, 3.0);
+        assert!(g.screen_closed, "day, 3 °C < 5 °C");
+        let mut bare = tomato_house();
+        bare.update_screen(2.0, -10.0);
+        assert!(!bare.screen_closed, "no screen, nothing closes");
+    }
+
+    #[test]
+    fn a_closed_screen_cuts_the_cover_loss_by_its_u_factor() {
+        let mut g = screened();
+        let open = g.steady_demand_w(17.0, 0.0, 0.0);
+        g.update_screen(2.0, 0.0);
+        let closed = g.steady_demand_w(17.0, 0.0, 0.0);
+        let cover = g.u_w_per_m2k * g.area_m2 * 17.0;
+        assert!(
+            (open - closed - 0.4 * cover).abs() < 1e-6,
+            "{open} {closed}"
+        );
+    }
+
     fn tomato_house() -> Greenhouse {
         Greenhouse {
             area_m2: 10_000.0,
@@ -118,6 +197,8 @@ mod tests {
             day_end_h: 18,
             vent_margin_k: 5.0,
             indoor_c: 17.0,
+            screen: None,
+            screen_closed: false,
         }
     }
 
