@@ -7,7 +7,7 @@
 //!
 //! | class | what binds |
 //! |---|---|
-//! | [`SiteClass::TightMemory`] | memory: the tight sites (1–16 vCPUs at 2–8 GiB per vCPU on servers of 64–256 GiB, all on, memory sized to the VMs' at 90–97 %, budgets of 2–4 migrations, 15–35 % pending, and pending VMs that fit only once another VM moves) |
+//! | [`SiteClass::TightMemory`] | memory: the tight sites (1–16 vCPUs at 2–8 GiB per vCPU on servers of 64–256 GiB, all on, memory sized to the VMs' at 85–95 %, budgets of 2–4 migrations, 15–35 % pending, and pending VMs that fit only once another VM moves) |
 //! | [`SiteClass::BigVms`] | coarse packing: VMs of 8–32 vCPUs on 32–64-core servers without CPU overcommit |
 //! | [`SiteClass::FewMigrations`] | the budget: 0–1 migrations, a fifth of the VMs pinned |
 //! | [`SiteClass::ManyPending`] | placement: 50–70 % of the VMs pending, a third of the servers off |
@@ -146,7 +146,7 @@ struct Draws {
     displace: (usize, usize),
     heat: Heat,
     /// Size the servers' memory to the VMs' (total at `fill`), packing each
-    /// server up to 99 %: memory binds everywhere.
+    /// server up to 97 %: memory binds everywhere.
     memory_to_vms: bool,
 }
 
@@ -173,7 +173,7 @@ const BASE: Draws = Draws {
 fn draws(class: SiteClass) -> Draws {
     match class {
         SiteClass::TightMemory => Draws {
-            fill: (0.9, 0.97),
+            fill: (0.85, 0.95),
             pending: (0.15, 0.35),
             budget: (2, 4),
             displace: (1, 4),
@@ -455,7 +455,8 @@ fn pack(
 /// packed server of a pending VM (in the room that VM will need), so that
 /// the pending VM fits there only once the displaced one has moved back —
 /// a migration the budget allows. The VM displaced is the largest (by
-/// memory) that the pending VM's server holds beside its current VMs.
+/// memory) that the pending VM's server holds beside its current VMs and
+/// that leaves the pending VM no server to fit on as things stand.
 #[allow(clippy::too_many_arguments)]
 fn displace(
     servers: &[Server],
@@ -499,6 +500,15 @@ fn displace(
                     1.0,
                     overcommit,
                 )
+            })
+            // Once `w` is on `s1`, `p` fits no server as things stand.
+            .filter(|&w| {
+                (0..servers.len()).all(|s| {
+                    let extra = if s == s1 { vms[w].mem_gib } else { 0.0 };
+                    let gone = if s == packed[w] { vms[w].mem_gib } else { 0.0 };
+                    !servers[s].on
+                        || used[s].mem + extra - gone + vms[p].mem_gib - 0.5 > servers[s].mem_gib
+                })
             })
             .max_by(|&a, &b| vms[a].mem_gib.total_cmp(&vms[b].mem_gib).then(b.cmp(&a)));
         let Some(w) = best else { continue };
@@ -584,7 +594,7 @@ pub fn generate_class(spec: &ClassSpec) -> Snapshot {
     let fill = if d.memory_to_vms {
         let need: f64 = vms.iter().map(|v| v.mem_gib).sum();
         size_memory(&mut rng, &mut servers, d.mem_gib, need / fill);
-        0.99
+        0.97
     } else {
         fill
     };
