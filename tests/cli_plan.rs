@@ -1,6 +1,7 @@
 //! `phoenix plan` as a user runs it: the plan on stdout and exit 0, or an
 //! error on stderr naming the field or rule, nothing on stdout, and the exit
-//! code of its kind (2 invalid, 3 infeasible, 1 otherwise).
+//! code of its kind (2 invalid, 3 proven infeasible, 4 no plan found without
+//! a proof, 1 otherwise).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -201,7 +202,7 @@ fn an_infeasible_snapshot_exits_3_naming_the_rule() {
 }
 
 #[test]
-fn the_baseline_solver_exits_3_when_its_habits_cannot_meet_a_rule() {
+fn the_baseline_solver_exits_4_when_its_habits_cannot_meet_a_rule() {
     // b001 (8 vCPUs) arrives while v001 holds 4 of the only server's 10
     // cores; the baseline does not move v001 to the switchable s02.
     let json = DESIGN.replace(r#""cores": 32"#, r#""cores": 10"#).replace(
@@ -212,7 +213,72 @@ fn the_baseline_solver_exits_3_when_its_habits_cannot_meet_a_rule() {
                 "on": false, "inlet_c": 24.0, "r_k_per_w": 0.12, "temp_limit_c": 80.0}],"#,
     );
     let o = plan_json(&json, &["--solver", "greedy"]);
-    fails(&o, 3, &["the greedy baseline cannot place pending vm b001"]);
+    // Not a proof: the optimiser plans this snapshot.
+    fails(
+        &o,
+        4,
+        &[
+            "no plan found (not proven infeasible): vm b001",
+            "the greedy baseline cannot place pending vm b001",
+        ],
+    );
+    let o = plan_json(&json, &[]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+}
+
+/// A snapshot with a plan only if a VM could migrate, but no migration
+/// allowed, on a site of 47 servers (too large for the exact fallback, so
+/// nothing proves it infeasible): s01 (64 GiB) hosts a (20 GiB), s02
+/// (48 GiB) hosts b (20 GiB), pending p needs 50 GiB; 45 more servers are
+/// off and cannot switch on.
+fn no_plan_without_a_migration() -> String {
+    let mut snap: scheduler::Snapshot = serde_json::from_str(DESIGN).unwrap();
+    let model = snap.servers[0].clone();
+    let server = |id: &str, mem_gib: f64, on: bool| scheduler::model::Server {
+        id: id.into(),
+        mem_gib,
+        on,
+        can_switch: on,
+        ..model.clone()
+    };
+    snap.servers = vec![server("s01", 64.0, true), server("s02", 48.0, true)];
+    snap.servers
+        .extend((0..45).map(|i| server(&format!("pad{i:02}"), 8.0, false)));
+    let vm = |id: &str, mem_gib: f64, host: Option<&str>| {
+        let mut v = snap.vms[0].clone();
+        v.id = id.into();
+        v.vcpus = 2;
+        v.mem_gib = mem_gib;
+        v.host = host.map(Into::into);
+        v
+    };
+    snap.vms = vec![
+        vm("a", 20.0, Some("s01")),
+        vm("b", 20.0, Some("s02")),
+        vm("p", 50.0, None),
+    ];
+    snap.policy.max_migrations = 0;
+    serde_json::to_string(&snap).unwrap()
+}
+
+#[test]
+fn a_snapshot_the_search_cannot_plan_and_nothing_proves_infeasible_exits_4() {
+    let o = plan_json(&no_plan_without_a_migration(), &[]);
+    fails(
+        &o,
+        4,
+        &[
+            "no plan found (not proven infeasible): vm p:",
+            "placing pending vm p (2 vCPUs, 50 GiB)",
+            "migration budget (0 of 0 spent)",
+        ],
+    );
+    // One migration allowed, the optimiser moves a to s02 and plans it.
+    let json =
+        no_plan_without_a_migration().replace(r#""max_migrations":0"#, r#""max_migrations":1"#);
+    let plan = succeeds(&plan_json(&json, &[]), &json);
+    assert_eq!(plan.placements["p"], "s01");
+    assert_eq!(plan.placements["a"], "s02");
 }
 
 #[test]
@@ -236,6 +302,10 @@ fn help_documents_the_exit_codes() {
         "{out}"
     );
     assert!(out.contains("3  the snapshot is infeasible"), "{out}");
+    assert!(
+        out.contains("4  no plan found, but not proven infeasible"),
+        "{out}"
+    );
 }
 
 fn examples() -> Vec<PathBuf> {

@@ -6,7 +6,14 @@
 //! cargo bench -p phoenix-scheduler --features highs --bench plan            # full
 //! cargo bench -p phoenix-scheduler --features highs --bench plan -- --quick # fewer seeds
 //! cargo bench -p phoenix-scheduler --bench plan -- --fixed                   # fixed costs only
+//! cargo bench -p phoenix-scheduler --features highs --bench plan -- --classes # site classes
 //! ```
+//!
+//! `--classes` runs the site classes of `generate::generate_class` side by
+//! side (issue #12): per class, how many sweep sites HiGHS plans, how many
+//! of those the optimiser fails on (the target is none), how often it had
+//! to make room or start from the exact MILP, and its gap to HiGHS's
+//! optimum on small seeds.
 //!
 //! Sites come from `scheduler::generate` (small 10 servers / 40 VMs, medium
 //! 100 / 800, large 1,000 / 10,000; 8 steps of 15 min). Costs are §2's exact
@@ -35,8 +42,9 @@ use std::time::{Duration, Instant};
 
 use phoenix_scheduler as scheduler;
 
-use scheduler::generate::{generate, SiteSpec};
+use scheduler::generate::{generate, generate_class, ClassSpec, SiteClass, SiteSpec};
 use scheduler::model::{Objective, Snapshot};
+use scheduler::optimizer::{self, Construction};
 use scheduler::{greedy, Instance, Plan, SolveOptions, SolverKind};
 
 fn plan(snap: &Snapshot, solver: SolverKind) -> Result<(Plan, Duration), String> {
@@ -322,10 +330,157 @@ fn fixed_costs(seeds: &[u64], min_cpu: Duration) {
     println!();
 }
 
+/// One class site planned by the optimiser and, with `highs`, by HiGHS
+/// within `highs_limit`.
+struct ClassRun {
+    /// Whether the optimiser returned a plan (always checked feasible).
+    planned: bool,
+    /// How it built its first plan.
+    construction: Option<Construction>,
+    /// The optimiser's time.
+    wall: Duration,
+    /// HiGHS: `Some(Some((cost, energy cost, proven)))` a plan,
+    /// `Some(None)` proven infeasible, `None` nothing proven (or no HiGHS).
+    highs: Option<Option<(f64, f64, bool)>>,
+    cost: f64,
+}
+
+fn class_run(spec: &ClassSpec, highs_limit: Duration) -> ClassRun {
+    let snap = generate_class(spec);
+    let inst = Instance::new(&snap).expect("generated sites resolve");
+    let started = Instant::now();
+    let out = optimizer::decide_with(
+        &inst,
+        &optimizer::Settings {
+            deadline: None,
+            lower_bound: false,
+        },
+    );
+    let wall = started.elapsed();
+    if let Ok(o) = &out {
+        assert!(o.evaluation.is_feasible(), "{}: infeasible plan", snap.site);
+    }
+    #[cfg(feature = "highs")]
+    let highs =
+        match scheduler::exact::solve(&inst, scheduler::exact::Backend::Highs, Some(highs_limit)) {
+            Ok(x) => {
+                let ev = scheduler::evaluate(&inst, &x.decisions);
+                Some(Some((
+                    if x.proven_optimal {
+                        ev.objective.cost
+                    } else {
+                        x.best_bound.unwrap_or(ev.objective.cost)
+                    },
+                    ev.objective.energy_cost,
+                    x.proven_optimal,
+                )))
+            }
+            Err(scheduler::PlanError::Infeasible { .. }) => Some(None),
+            Err(_) => None,
+        };
+    #[cfg(not(feature = "highs"))]
+    let highs = {
+        let _ = highs_limit;
+        None
+    };
+    ClassRun {
+        planned: out.is_ok(),
+        construction: out.as_ref().ok().map(|o| o.construction),
+        wall,
+        highs,
+        cost: out.map_or(f64::NAN, |o| o.evaluation.objective.cost),
+    }
+}
+
+/// The site classes side by side: per class, a sweep of sites of 5–40
+/// servers (HiGHS within 2 s decides which admit a plan; a failure is a
+/// site HiGHS plans and the optimiser does not) and small seeds (4 servers,
+/// 10 VMs, 4 steps) measured against HiGHS's optimum.
+fn classes(sweep_per_class: u64, small_seeds: u64) {
+    const SERVERS: [usize; 10] = [5, 6, 7, 8, 9, 10, 12, 16, 24, 40];
+    println!(
+        "### Site classes ({sweep_per_class} sweep sites and {small_seeds} small seeds per class{})\n",
+        if cfg!(feature = "highs") {
+            ", HiGHS"
+        } else {
+            ", no HiGHS: optimiser only"
+        }
+    );
+    println!(
+        "| class | sweep sites | HiGHS plans | proven infeasible | HiGHS proved nothing | \
+         optimiser failures | room made | exact start | optimiser ms (mean / max) | \
+         small seeds | gap mean | gap max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for class in SiteClass::ALL {
+        let sweep: Vec<ClassRun> = (0..sweep_per_class)
+            .map(|i| {
+                let servers = SERVERS[i as usize % SERVERS.len()];
+                let per = match class {
+                    SiteClass::BigVms => 2,
+                    _ => 2 + (i as usize / SERVERS.len()) % 4,
+                };
+                let spec = ClassSpec::new(class, servers, servers * per, 1000 + i);
+                class_run(&spec, Duration::from_secs(2))
+            })
+            .collect();
+        let plans = sweep.iter().filter(|r| matches!(r.highs, Some(Some(_))));
+        let failures = plans.clone().filter(|r| !r.planned).count();
+        let infeasible = sweep.iter().filter(|r| r.highs == Some(None)).count();
+        let nothing = sweep.iter().filter(|r| r.highs.is_none()).count();
+        let count = |c: Construction| sweep.iter().filter(|r| r.construction == Some(c)).count();
+        let walls: Vec<f64> = sweep.iter().map(|r| r.wall.as_secs_f64() * 1e3).collect();
+        let mut gaps = Vec::new();
+        let mut seed = 1;
+        while (gaps.len() as u64) < small_seeds && seed <= small_seeds + 4 {
+            let spec = ClassSpec {
+                steps: 4,
+                ..ClassSpec::new(class, 4, 10, seed)
+            };
+            seed += 1;
+            let r = class_run(&spec, Duration::from_secs(120));
+            if let Some(Some((opt, energy, _))) = r.highs {
+                gaps.push((r.cost - opt) / energy.max(1e-9));
+            }
+        }
+        let finite: Vec<f64> = gaps.iter().copied().filter(|g| g.is_finite()).collect();
+        let mean_gap = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        let max_gap = gaps.iter().copied().fold(f64::NEG_INFINITY, |a, b| {
+            if b.is_nan() {
+                f64::INFINITY
+            } else {
+                a.max(b)
+            }
+        });
+        println!(
+            "| {} | {} | {} | {infeasible} | {nothing} | {failures} | {} | {} | {:.0} / {:.0} | {} | {} | {} |",
+            class.name(),
+            sweep.len(),
+            plans.count(),
+            count(Construction::MadeRoom),
+            count(Construction::Exact),
+            walls.iter().sum::<f64>() / walls.len().max(1) as f64,
+            walls.iter().copied().fold(0.0, f64::max),
+            gaps.len(),
+            if gaps.is_empty() { "–".into() } else { pct(mean_gap) },
+            if gaps.is_empty() { "–".into() } else { pct(max_gap) },
+        );
+    }
+    println!();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--fixed") {
         fixed_costs(&[1, 2, 3], Duration::from_millis(1000));
+        return;
+    }
+    if std::env::args().any(|a| a == "--classes") {
+        if quick {
+            classes(10, 6);
+        } else {
+            classes(38, 24);
+        }
         return;
     }
     let (small_seeds, big_seeds): (Vec<u64>, Vec<u64>) = if quick {

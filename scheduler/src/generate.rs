@@ -20,12 +20,21 @@
 //!   base images; a few non-migratable VMs and servers that cannot switch.
 //!
 //! The same [`SiteSpec`] and seed always give the same snapshot.
+//!
+//! Beside this default mix, [`generate_class`] makes sites of one
+//! [`SiteClass`] each (tight memory, big VMs, few migrations, many pending,
+//! many batch VMs, heat-hungry and heat-saturated loops, hot servers),
+//! shaped so that the class's rule binds.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{HeatLoop, Image, Policy, Server, Snapshot, Vm, VmKind, SNAPSHOT_SCHEMA};
+
+mod classes;
+
+pub use classes::{generate_class, ClassSpec, SiteClass};
 
 /// A SPECpower model: name, cores, memory of the tested configuration (GB),
 /// and power at 0, 10, …, 100 % load (W). Source: reference/physics.md.

@@ -16,8 +16,9 @@
 //! The baseline does not repair what it never touches: when a rule cannot
 //! be met by these habits (an interactive VM left on a server where it
 //! breaks the temperature limit, a batch VM that misses its deadline at full
-//! speed), [`decide`] returns [`PlanError::Infeasible`] saying that the
-//! baseline cannot meet it — the decisions it returns always pass
+//! speed), [`decide`] returns [`PlanError::NoPlanFound`] saying that the
+//! baseline cannot meet it (not a proof: the optimiser may still plan the
+//! site; [`crate::solve`] asks the feasibility checks which it is) — the decisions it returns always pass
 //! [`evaluate()`]. [`decide_evaluated`] returns that evaluation beside them,
 //! for callers that need it (the baseline is evaluated once per plan).
 
@@ -167,11 +168,14 @@ fn refuse_broken(violations: &[String]) -> Result<(), PlanError> {
     if violations.is_empty() {
         return Ok(());
     }
-    Err(PlanError::infeasible(format!(
-        "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
-         cannot meet: {}",
-        violations.join("; ")
-    )))
+    Err(PlanError::no_plan(
+        "the greedy baseline's plan",
+        format!(
+            "the greedy baseline (no migrations, no switching off, batch as soon as possible) \
+             cannot meet: {}",
+            violations.join("; ")
+        ),
+    ))
 }
 
 /// The baseline decisions, not yet checked against the model.
@@ -236,11 +240,14 @@ fn build(inst: &Instance<'_>) -> Result<Decisions, PlanError> {
                 Some(s) => (s, true),
                 None => {
                     let vm = &snap.vms[v];
-                    return Err(PlanError::infeasible(format!(
-                        "the greedy baseline cannot place pending vm {} ({} vCPUs, {} GiB): it fits no server \
-                         beside the VMs already there, and the baseline never migrates",
-                        vm.id, vm.vcpus, vm.mem_gib
-                    )));
+                    return Err(PlanError::no_plan(
+                        format!("vm {}", vm.id),
+                        format!(
+                            "the greedy baseline cannot place pending vm {} ({} vCPUs, {} GiB): it fits no \
+                             server beside the VMs already there, and the baseline never migrates",
+                            vm.id, vm.vcpus, vm.mem_gib
+                        ),
+                    ));
                 }
             },
         };
@@ -399,10 +406,13 @@ fn check_current_hosts(inst: &Instance<'_>, on: &[bool], fill: &[Fill]) -> Resul
                 Some(_) => continue,
             }
         };
-        return Err(PlanError::infeasible(format!(
-            "the greedy baseline cannot meet the rules on server {}: {why}, and the baseline never migrates",
-            srv.id
-        )));
+        return Err(PlanError::no_plan(
+            format!("server {}", srv.id),
+            format!(
+                "the greedy baseline cannot meet the rules on server {}: {why}, and the baseline never migrates",
+                srv.id
+            ),
+        ));
     }
     Ok(())
 }

@@ -87,7 +87,11 @@ pub fn parse_snapshot(json: &str) -> Result<Snapshot, PlanError> {
 }
 
 /// Validate `snap`, solve it and return a plan whose objective is its exact
-/// cost. Infeasible snapshots give [`PlanError::Infeasible`] naming the rule.
+/// cost. [`PlanError::Infeasible`] means proven: a feasibility check of
+/// [`validate::check_feasible`] names the rule no plan can meet, or the
+/// exact MILP proved it. When the solver finds no plan and neither proves
+/// that none exists, the error is [`PlanError::NoPlanFound`], saying where
+/// the search stopped.
 pub fn solve(snap: &Snapshot, opts: &SolveOptions) -> Result<Plan, PlanError> {
     let started = Instant::now();
     validate::validate(snap)?;
@@ -162,7 +166,10 @@ fn solve_instance(
     // (proving infeasibility can take it long). Greedy and the optimiser
     // fail fast on such a snapshot, and a plan they find proves it feasible,
     // so for them the diagnosis runs only when they fail — not on each of
-    // the simulator's 35,040 plans a year (12 % of a plan's time).
+    // the simulator's 35,040 plans a year (12 % of a plan's time). Their own
+    // failure is `NoPlanFound` (a search that gave up proves nothing), or
+    // `Infeasible` only from the exact MILP the optimiser falls back to on
+    // small sites; the diagnosis, when it proves infeasibility, wins.
     if opts.solver == SolverKind::Exact {
         validate::check_feasible(inst)?;
         return run_solver(inst, opts, started, carry);

@@ -183,9 +183,10 @@ fn the_baseline_reports_what_it_cannot_meet_because_it_never_migrates() {
     let inst = Instance::new(&s).unwrap();
     assert_eq!(validate::check_feasible(&inst), Ok(()));
     let err = greedy::decide(&inst).unwrap_err();
-    let PlanError::Infeasible { reason } = &err else {
+    let PlanError::NoPlanFound { at, reason } = &err else {
         panic!("{err:?}");
     };
+    assert_eq!(at, "server s2");
     assert!(
         reason.contains("the greedy baseline cannot meet the rules on server s2")
             && reason.contains("3.60 cores, more than the 3.20")
@@ -209,8 +210,8 @@ fn the_baseline_reports_a_pending_vm_it_cannot_place() {
     assert_eq!(validate::check_feasible(&inst), Ok(()));
     let err = greedy::decide(&inst).unwrap_err();
     assert!(
-        matches!(&err, PlanError::Infeasible { reason }
-            if reason.contains("cannot place pending vm p14 (14 vCPUs, 2 GiB)")),
+        matches!(&err, PlanError::NoPlanFound { at, reason }
+            if at == "vm p14" && reason.contains("cannot place pending vm p14 (14 vCPUs, 2 GiB)")),
         "{err:?}"
     );
 }

@@ -4,7 +4,7 @@
 //! `-`) and prints the `phoenix.plan/v1` plan to standard output — and
 //! nothing else: every error goes to standard error, with an exit code that
 //! says what kind of failure it was (see [`EXIT_INVALID`],
-//! [`EXIT_INFEASIBLE`]; anything else is 1). The contract is documented in
+//! [`EXIT_INFEASIBLE`], [`EXIT_NO_PLAN`]; anything else is 1). The contract is documented in
 //! `docs/snapshot.md`.
 
 use std::io::Write;
@@ -20,15 +20,20 @@ use tracing::{info, warn};
 /// shape) or invalid (a field value the model cannot accept). Command-line
 /// usage errors also exit with 2 (clap's convention).
 pub const EXIT_INVALID: u8 = 2;
-/// Exit code for a valid snapshot that no plan can satisfy.
+/// Exit code for a valid snapshot that no plan can satisfy (proven).
 pub const EXIT_INFEASIBLE: u8 = 3;
+/// Exit code for a valid snapshot on which the solver found no plan
+/// without proving that none exists (the error says where it stopped).
+pub const EXIT_NO_PLAN: u8 = 4;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  the plan was printed to standard output
   1  other failure (the snapshot file cannot be read, a solver failure)
   2  the snapshot is malformed or invalid (the error names the field), or bad usage
-  3  the snapshot is infeasible: no plan meets every rule (the error names it)
+  3  the snapshot is infeasible: no plan meets every rule (proven; the error names it)
+  4  no plan found, but not proven infeasible (the error says where the search
+     stopped; try a longer --time-limit-ms, --solver exact, or a larger migration budget)
 
 Errors go to standard error; on failure nothing is printed to standard output.
 The snapshot and plan formats: docs/snapshot.md.";
@@ -133,6 +138,7 @@ fn exit_code(e: &PlanError) -> u8 {
     match e {
         PlanError::Parse { .. } | PlanError::Invalid { .. } => EXIT_INVALID,
         PlanError::Infeasible { .. } => EXIT_INFEASIBLE,
+        PlanError::NoPlanFound { .. } => EXIT_NO_PLAN,
         PlanError::Solver(_) => 1,
     }
 }

@@ -192,7 +192,9 @@ impl From<PlanError> for AppError {
             PlanError::Parse { .. } | PlanError::Invalid { .. } => {
                 AppError::BadRequest(e.to_string())
             }
-            PlanError::Infeasible { .. } => AppError::Unprocessable(e.to_string()),
+            PlanError::Infeasible { .. } | PlanError::NoPlanFound { .. } => {
+                AppError::Unprocessable(e.to_string())
+            }
             PlanError::Solver(m) => AppError::Internal(m),
         }
     }

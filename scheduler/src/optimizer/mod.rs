@@ -53,6 +53,21 @@ pub struct Outcome {
     pub baseline_cost: Option<f64>,
     /// A proven lower bound on the optimal cost, when known.
     pub lower_bound: Option<f64>,
+    /// How the first feasible plan was built.
+    pub construction: Construction,
+}
+
+/// How the optimiser built its first feasible plan, before improving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Construction {
+    /// Repair and placement as things stood (the usual case).
+    Search,
+    /// Some VM fitted no server until other VMs moved out of its way
+    /// (ejection chains within the migration budget).
+    MadeRoom,
+    /// The search found no plan; the exact MILP's (small sites only,
+    /// [`EXACT_FALLBACK_SERVERS`]) was the start.
+    Exact,
 }
 
 /// How the optimiser runs.
@@ -245,12 +260,13 @@ fn decide_inner(
         };
         // The bound's thread only solves an LP; should it panic, report no bound.
         let lower_bound = bound.and_then(|h| h.join().ok().flatten());
-        let (decisions, evaluation, baseline_cost) = searched?;
+        let searched = searched?;
         Ok(Outcome {
-            decisions,
-            evaluation,
-            baseline_cost,
+            decisions: searched.decisions,
+            evaluation: searched.evaluation,
+            baseline_cost: searched.baseline_cost,
             lower_bound,
+            construction: searched.construction,
         })
     })
 }
@@ -269,7 +285,7 @@ fn search_plan(
     deadline: Option<Instant>,
     mut carry: Option<&mut Carry>,
     baseline: impl FnOnce() -> Option<(Decisions, Objective)>,
-) -> Result<(Decisions, Evaluation, Option<f64>), PlanError> {
+) -> Result<Searched, PlanError> {
     let ctx = Ctx::new(inst);
     let mut st = State::new(&ctx);
     let small = search::is_small(&ctx);
@@ -281,8 +297,23 @@ fn search_plan(
             first.due = (0..ctx.ns).map(|s| c.resolve_due(s)).collect();
         }
     }
-    search::repair(&ctx, &mut st, &first)?;
-    search::place_pending(&ctx, &mut st)?;
+    let built =
+        search::repair(&ctx, &mut st, &first).and_then(|()| search::place_pending(&ctx, &mut st));
+    let mut how = if st.rooms_made > 0 {
+        Construction::MadeRoom
+    } else {
+        Construction::Search
+    };
+    if let Err(stopped) = built {
+        // A caller with a carry (the simulator's closed loop) plans again
+        // next period and has its own fallbacks (deadlines relaxed, pending
+        // VMs deferred): seconds of MILP there would stall it.
+        if carry.is_some() {
+            return Err(stopped);
+        }
+        st = exact_start(&ctx, deadline, stopped)?;
+        how = Construction::Exact;
+    }
     let budget = search::Budget {
         deadline,
         relocate_pending: carry.is_none(),
@@ -316,7 +347,96 @@ fn search_plan(
     if let Some(c) = carry {
         c.record_batch(inst, &decisions);
     }
-    Ok((decisions, ev, baseline_cost))
+    Ok(Searched {
+        decisions,
+        evaluation: ev,
+        baseline_cost,
+        construction: how,
+    })
+}
+
+/// What [`search_plan`] returns.
+struct Searched {
+    decisions: Decisions,
+    evaluation: Evaluation,
+    baseline_cost: Option<f64>,
+    construction: Construction,
+}
+
+/// Sites up to this many servers and VMs fall back to the exact MILP
+/// ([`crate::exact`]) when the search builds no plan.
+pub const EXACT_FALLBACK_SERVERS: usize = 40;
+/// See [`EXACT_FALLBACK_SERVERS`].
+pub const EXACT_FALLBACK_VMS: usize = 400;
+/// Longest the exact fallback runs (less when the deadline is nearer).
+pub const EXACT_FALLBACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The search built no plan (`stopped` says where it stopped): on a small
+/// site (and without a carry), solve the exact MILP within [`EXACT_FALLBACK_LIMIT`] and start the
+/// search again from its plan. Its proof of infeasibility, when it finds
+/// one, is returned as such; with no plan and no proof (a large site, or
+/// the time limit), `stopped`.
+fn exact_start<'c>(
+    ctx: &Ctx<'c>,
+    deadline: Option<Instant>,
+    stopped: PlanError,
+) -> Result<State, PlanError> {
+    let inst = ctx.inst;
+    if inst.n_servers() > EXACT_FALLBACK_SERVERS || inst.n_vms() > EXACT_FALLBACK_VMS {
+        return Err(stopped);
+    }
+    let limit = match deadline {
+        Some(d) => d
+            .saturating_duration_since(Instant::now())
+            .min(EXACT_FALLBACK_LIMIT),
+        None => EXACT_FALLBACK_LIMIT,
+    };
+    if limit.is_zero() {
+        return Err(stopped);
+    }
+    let out = match crate::exact::solve(inst, crate::exact::Backend::default(), Some(limit)) {
+        Ok(out) => out,
+        Err(proof @ PlanError::Infeasible { .. }) => return Err(proof),
+        Err(_) => return Err(stopped),
+    };
+    state_of(ctx, &out.decisions).ok_or(stopped)
+}
+
+/// The search's state for `d` (a feasible plan): VMs moved and servers
+/// switched as it says, every server planned (its batch work as `d` has it
+/// where a flow finds no schedule); `None` when some server's plan breaks a
+/// rule even so.
+fn state_of(ctx: &Ctx<'_>, d: &Decisions) -> Option<State> {
+    let mut st = State::new(ctx);
+    for s in 0..ctx.ns {
+        if d.on[s] {
+            st.set_on(ctx, s, true);
+        }
+    }
+    for v in 0..ctx.nv {
+        if st.host[v] != d.host[v] {
+            st.move_vm(ctx, v, d.host[v]);
+        }
+    }
+    for s in 0..ctx.ns {
+        if !d.on[s] {
+            st.set_on(ctx, s, false);
+        }
+    }
+    for s in 0..ctx.ns {
+        if st.replan(ctx, s) {
+            continue;
+        }
+        for &v in &st.vms_on[s].clone() {
+            if ctx.jobs[v].is_some() {
+                st.cores[v].clone_from(&d.batch_cores[v]);
+            }
+        }
+        let p = st.plan_kept(ctx, s)?;
+        st.apply(ctx, s, p);
+    }
+    st.commit(state::Mark::start());
+    Some(st)
 }
 
 fn to_decisions(ctx: &Ctx<'_>, st: &State) -> Result<Decisions, PlanError> {

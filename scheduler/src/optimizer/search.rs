@@ -24,6 +24,7 @@ use crate::error::PlanError;
 
 use super::state::{Ctx, Mark, State, UNPLACED};
 
+mod room;
 mod small;
 
 /// Sites up to this many servers and VMs get the exhaustive neighbourhoods
@@ -363,20 +364,51 @@ pub(crate) fn repair(ctx: &Ctx<'_>, st: &mut State, first: &FirstPlans) -> Resul
                 break;
             }
         }
+        if !fixed {
+            fixed = shed_making_room(ctx, st, s);
+        }
         if !fixed && st.vms_on[s].is_empty() && ctx.can_switch(s) && st.on[s] {
             st.set_on(ctx, s, false);
             fixed = st.replan(ctx, s);
         }
         if !fixed {
-            return Err(PlanError::infeasible(format!(
-                "server {}: its VMs do not fit its capacity, memory or temperature limit \
-                 or meet their deadlines there, and they cannot be moved within the \
-                 migration budget",
-                snap.servers[s].id
-            )));
+            return Err(PlanError::no_plan(
+                format!("server {}", snap.servers[s].id),
+                format!(
+                    "repairing server {}: its VMs do not fit its capacity, memory or temperature \
+                     limit or meet their deadlines there, and no move of them (with chains of \
+                     up to two moves making room) within the migration budget ({} of {} spent) \
+                     mends it",
+                    snap.servers[s].id, st.migrations, snap.policy.max_migrations
+                ),
+            ));
         }
     }
     Ok(())
+}
+
+/// Shed VMs from server `s`, whose load breaks a rule, making room for
+/// each elsewhere by ejection chains ([`room`]) until `s` meets its rules;
+/// the moves made stay even when that is not reached (the caller gives up).
+fn shed_making_room(ctx: &Ctx<'_>, st: &mut State, s: usize) -> bool {
+    let mut vms: Vec<usize> = st.vms_on[s]
+        .iter()
+        .copied()
+        .filter(|&v| ctx.movable[v] || ctx.inst.vm_host[v].is_none())
+        .collect();
+    vms.sort_by(|&a, &b| {
+        let w = |v: usize| ctx.job_need(v) + ctx.inst.vm_fixed_cores[v];
+        w(b).total_cmp(&w(a)).then(a.cmp(&b))
+    });
+    for v in vms {
+        if room::make_room(ctx, st, v, Some(s)) {
+            st.rooms_made += 1;
+            if capacity_ok(ctx, st, s) && st.replan(ctx, s) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Place pending VMs, largest first, where they add the least cost; switch a
@@ -404,13 +436,23 @@ pub(crate) fn place_pending(ctx: &Ctx<'_>, st: &mut State) -> Result<(), PlanErr
         {
             continue;
         }
-        if !switch_on_for(ctx, st, v, None) {
-            let vm = &snap.vms[v];
-            return Err(PlanError::infeasible(format!(
-                "vm {} ({} vCPUs, {} GiB) fits no server",
-                vm.id, vm.vcpus, vm.mem_gib
-            )));
+        if switch_on_for(ctx, st, v, None) {
+            continue;
         }
+        if room::make_room(ctx, st, v, None) {
+            st.rooms_made += 1;
+            continue;
+        }
+        let vm = &snap.vms[v];
+        return Err(PlanError::no_plan(
+            format!("vm {}", vm.id),
+            format!(
+                "placing pending vm {} ({} vCPUs, {} GiB): it fits no server as the plan stands, \
+                 and no chain of up to two moves within the migration budget ({} of {} spent) \
+                 makes room for it",
+                vm.id, vm.vcpus, vm.mem_gib, st.migrations, snap.policy.max_migrations
+            ),
+        ));
     }
     Ok(())
 }

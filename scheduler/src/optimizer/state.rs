@@ -213,6 +213,13 @@ pub(crate) struct Mark {
     pub cost: f64,
 }
 
+impl Mark {
+    /// The start of the journal: committing it forgets the whole journal.
+    pub fn start() -> Self {
+        Self { len: 0, cost: 0.0 }
+    }
+}
+
 /// The decisions being improved, with their exact cost.
 #[derive(Debug, Clone)]
 pub(crate) struct State {
@@ -256,6 +263,8 @@ pub(crate) struct State {
     pub skip_switch_off: Vec<bool>,
     /// Servers whose switch-off the pass tried and could not make pay.
     pub switch_off_failed: Vec<bool>,
+    /// VMs placed by making room for them (ejection chains).
+    pub rooms_made: usize,
     journal: Vec<Undo>,
 }
 
@@ -296,6 +305,7 @@ impl State {
             pool_floor: 0.0,
             skip_switch_off: Vec::new(),
             switch_off_failed: vec![false; ctx.ns],
+            rooms_made: 0,
             journal: Vec::new(),
         };
         for v in 0..ctx.nv {
@@ -368,6 +378,39 @@ impl State {
             && self.batch_room_ok(ctx, s, v)
             && self.mem[s] + self.mem_need(ctx, s, v)
                 <= ctx.inst.snap.servers[s].mem_gib + tol(ctx.inst.snap.servers[s].mem_gib)
+    }
+
+    /// A necessary condition for `v` to fit on `s` once the VMs `out` (on
+    /// `s`, other than `v`) have left it: vCPUs, memory (each leaving VM
+    /// frees at most its own memory; `v` needs at least its own less its
+    /// image's shared part), interactive load, batch room and the
+    /// migration budget (a leaving VM on its current host spends one, a
+    /// displaced one may give one back by going home). Cheap, so the
+    /// ejection chains try only the moves that can help.
+    pub fn may_fit_without(&self, ctx: &Ctx<'_>, s: usize, v: usize, out: &[usize]) -> bool {
+        if !self.on[s] || ctx.cap_cores[s] < 0.0 || !ctx.may_host(v, s) {
+            return false;
+        }
+        let sum = |f: &dyn Fn(usize) -> f64| out.iter().map(|&w| f(w)).sum::<f64>();
+        let shared = ctx.inst.vm_image[v].map_or(0.0, |i| ctx.inst.snap.images[i].shared_mem_gib);
+        let tol = |x: f64| EPS * (1.0 + x.abs());
+        let mem_gib = ctx.inst.snap.servers[s].mem_gib;
+        let fixed =
+            self.fixed[s] - sum(&|w| ctx.inst.vm_fixed_cores[w]) + ctx.inst.vm_fixed_cores[v];
+        let need = self.batch_need[s] - sum(&|w| ctx.job_need(w)) + ctx.job_need(v);
+        let room = (ctx.cap_cores[s] - fixed).max(0.0) * ctx.nt as f64;
+        let spent = out
+            .iter()
+            .filter(|&&w| ctx.inst.vm_host[w] == Some(s))
+            .count();
+        let back = out.iter().filter(|&&w| self.is_displaced(ctx, w)).count();
+        let mig = (self.migrations + spent + usize::from(ctx.is_migration(v, s)))
+            .saturating_sub(back + usize::from(self.is_displaced(ctx, v)));
+        mig <= ctx.inst.snap.policy.max_migrations
+            && self.vcpus[s] - sum(&|w| ctx.vcpus(w)) + ctx.vcpus(v) <= ctx.vcpu_limit[s]
+            && self.mem[s] - sum(&|w| ctx.mem(w)) + ctx.mem(v) - shared <= mem_gib + tol(mem_gib)
+            && fixed <= ctx.cap_cores[s] * (1.0 - 1e-9)
+            && need <= room * (1.0 - 1e-9)
     }
 
     /// Necessary condition for the batch work on `s` plus `v`: the required
