@@ -52,6 +52,7 @@ fn populated_site() -> SiteState {
                     mem_gib: 32.0,
                     temp_limit_c: 75.0,
                     heat_loop: Some("gh1".into()),
+                    off_w: 5.0,
                 },
                 on: i < 2,
                 online: true,
