@@ -98,20 +98,47 @@ pub struct World {
     pub guests: BTreeMap<String, Guest>,
     /// What was carried out.
     pub counts: Counts,
+    /// Memory VMs of one image share on a host (page sharing), GiB by
+    /// image id.
+    pub shared_mem_gib: BTreeMap<String, f64>,
 }
 
 impl World {
     /// Memory of the VMs on `host` and of those migrating to it, GiB.
+    /// Every VM of an image after the first on a host needs its memory less
+    /// what the image shares.
     fn mem_used_gib(&self, host: &str) -> f64 {
-        self.guests
-            .values()
-            .filter(|g| g.host.as_deref() == Some(host) || g.migrating_to.as_deref() == Some(host))
-            .map(|g| g.vm.mem_gib)
+        let mut images = std::collections::BTreeSet::new();
+        self.guests_on(host)
+            .iter()
+            .map(|g| {
+                let shared =
+                    g.vm.image
+                        .as_ref()
+                        .filter(|i| !images.insert(i.as_str()))
+                        .and_then(|i| self.shared_mem_gib.get(i))
+                        .copied()
+                        .unwrap_or(0.0);
+                (g.vm.mem_gib - shared).max(0.0)
+            })
             .sum()
     }
 
-    /// Why a VM of `mem_gib` cannot start on `host` now, or `Ok`.
-    fn can_take(&self, host: &str, mem_gib: f64) -> Result<(), String> {
+    /// Why `vm` cannot start on `host` now, or `Ok`.
+    fn can_take(&self, host: &str, vm: &Vm) -> Result<(), String> {
+        let mem_gib = vm.mem_gib;
+        // Its image's shared pages are there already when a VM of it is.
+        let image_shared = vm
+            .image
+            .as_ref()
+            .filter(|i| {
+                self.guests_on(host)
+                    .iter()
+                    .any(|g| g.vm.image.as_ref() == Some(*i))
+            })
+            .and_then(|i| self.shared_mem_gib.get(i))
+            .copied()
+            .unwrap_or(0.0);
         let h = self
             .hosts
             .get(host)
@@ -122,7 +149,7 @@ impl World {
             Power::Off => return Err(format!("{host} is switched off")),
         }
         let free = h.mem_gib - self.mem_used_gib(host);
-        if mem_gib > free + 1e-9 {
+        if mem_gib - image_shared > free + 1e-9 {
             return Err(format!(
                 "{host} lacks memory: {mem_gib:.1} GiB asked, {free:.1} GiB free"
             ));
@@ -149,10 +176,17 @@ pub struct Hypervisor {
 }
 
 impl Hypervisor {
-    /// A hypervisor over `hosts` (all on), with no VM defined.
-    pub fn new(hosts: BTreeMap<String, Host>, clock: Clock, seed: u64) -> Self {
+    /// A hypervisor over `hosts`, whose VMs share `shared_mem_gib` of each
+    /// image on a host, with no VM defined.
+    pub fn new(
+        hosts: BTreeMap<String, Host>,
+        shared_mem_gib: BTreeMap<String, f64>,
+        clock: Clock,
+        seed: u64,
+    ) -> Self {
         let world = World {
             hosts,
+            shared_mem_gib,
             ..Default::default()
         };
         Self {
@@ -186,13 +220,13 @@ impl Hypervisor {
         let Some(g) = w.guests.get(vm) else {
             return refused(&mut w, format!("no VM {vm} is defined"));
         };
-        let mem_gib = g.vm.mem_gib;
+        let spec = g.vm.clone();
         match g.host.clone() {
             Some(h) if h == to => return Outcome::Done,
             Some(h) => return refused(&mut w, format!("{vm} already runs on {h}")),
             None => {}
         }
-        if let Err(why) = w.can_take(to, mem_gib) {
+        if let Err(why) = w.can_take(to, &spec) {
             return failed(&mut w, format!("{vm} not started: {why}"));
         }
         if let Some(g) = w.guests.get_mut(vm) {
@@ -217,8 +251,8 @@ impl Hypervisor {
                 format!("{vm} is not running on {from} (it is on {at})"),
             ));
         }
-        let mem = g.vm.mem_gib;
-        if let Err(why) = w.can_take(to, mem) {
+        let (mem, spec) = (g.vm.mem_gib, g.vm.clone());
+        if let Err(why) = w.can_take(to, &spec) {
             return Err(failed(&mut w, format!("migration of {vm} failed: {why}")));
         }
         if let Some(g) = w.guests.get_mut(vm) {
@@ -416,7 +450,12 @@ mod tests {
                 )
             })
             .collect();
-        Hypervisor::new(hosts, Clock::accelerated(start, 10_000.0), 1)
+        Hypervisor::new(
+            hosts,
+            BTreeMap::new(),
+            Clock::accelerated(start, 10_000.0),
+            1,
+        )
     }
 
     fn vm(id: &str, mem_gib: f64) -> Vm {

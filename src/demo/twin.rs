@@ -205,7 +205,15 @@ impl Twin {
         let (client, eventloop) = AsyncClient::new(opts, 4096);
         Ok(Self {
             servers,
-            hypervisor: Hypervisor::new(hosts, clock, seed),
+            hypervisor: Hypervisor::new(
+                hosts,
+                cfg.images
+                    .iter()
+                    .map(|i| (i.id.clone(), i.shared_mem_gib))
+                    .collect(),
+                clock,
+                seed,
+            ),
             api: Api::new(links.api),
             greenhouse,
             weather,
