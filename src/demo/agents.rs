@@ -122,6 +122,8 @@ pub struct Reading {
     pub mem_used_gib: f64,
     /// Its memory, GiB.
     pub mem_total_gib: f64,
+    /// Whether its thermal guard holds its power down.
+    pub thermal_guard: bool,
 }
 
 /// The telemetry of a server that measured `r`, listing the VMs running on
@@ -156,7 +158,7 @@ pub fn telemetry(
         cap_w: r.cap_w,
         mem_used_gib: Some(round(r.mem_used_gib, 100.0)),
         mem_total_gib: Some(r.mem_total_gib),
-        thermal_guard: false,
+        thermal_guard: r.thermal_guard,
         gpus: vec![],
         vms: Some(vms),
     }

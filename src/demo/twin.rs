@@ -44,6 +44,13 @@ const STEP_S: f64 = 60.0;
 const API_EVERY_STEPS: u32 = 5;
 /// Site seconds between two batch job arrivals.
 const JOB_EVERY_S: i64 = 7200;
+/// The agents' thermal guard (the real agent's defaults): it engages at the
+/// limit less this margin, °C…
+const GUARD_MARGIN_C: f64 = 5.0;
+/// …releases this much further below, °C…
+const GUARD_HYSTERESIS_C: f64 = 5.0;
+/// …and meanwhile holds the server at this share of its idle-to-peak range.
+const GUARD_FRACTION: f64 = 0.3;
 /// Thermal capacitance of a server's hottest component and heat sink, J/K.
 const THERMAL_CAPACITY_J_PER_K: f64 = 400.0;
 
@@ -87,7 +94,10 @@ struct Server {
     inlet_c: f64,
     recovery: f64,
     off_w: f64,
+    temp_limit_c: f64,
     temp_c: f64,
+    /// Whether its agent's thermal guard holds its power down.
+    guard: bool,
     /// Whether its agent's retained status is `online`.
     announced: bool,
 }
@@ -174,7 +184,9 @@ impl Twin {
                 inlet_c: s.inlet_c,
                 recovery: s.recovery,
                 off_w: s.off_w,
+                temp_limit_c: s.temp_limit_c,
                 temp_c: s.inlet_c,
+                guard: false,
                 announced: false,
             });
         }
@@ -430,12 +442,14 @@ impl Twin {
                             .values_mut()
                             .filter(|g| g.host.as_deref() == Some(s.id.as_str()))
                             .collect();
-                        let (power_w, util) = run_vms(s, &mut guests, cap, now, dt);
+                        let guard_w = s.thermal_guard();
+                        let (power_w, util) = run_vms(s, &mut guests, cap, guard_w, now, dt);
                         let reading = Reading {
                             power_w,
                             cpu_util: util,
                             temp_c: s.temp_c,
-                            cap_w: cap.and_then(|c| c.cap_at(now)),
+                            cap_w: effective_cap(cap.and_then(|c| c.cap_at(now)), guard_w),
+                            thermal_guard: s.guard,
                             mem_used_gib: guests.iter().map(|g| g.vm.mem_gib).sum(),
                             mem_total_gib: s.mem_gib,
                         };
@@ -558,6 +572,30 @@ impl Twin {
     }
 }
 
+/// The tighter of the controller's cap and the thermal guard's.
+fn effective_cap(cap_w: Option<f64>, guard_w: Option<f64>) -> Option<f64> {
+    match (cap_w, guard_w) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Server {
+    /// The agent's thermal guard, as the real agent's: engaged at the limit
+    /// less a margin, released below it less a hysteresis; while engaged,
+    /// the power it holds the server to, W.
+    fn thermal_guard(&mut self) -> Option<f64> {
+        if self.temp_c >= self.temp_limit_c - GUARD_MARGIN_C {
+            self.guard = true;
+        } else if self.temp_c < self.temp_limit_c - GUARD_MARGIN_C - GUARD_HYSTERESIS_C {
+            self.guard = false;
+        }
+        let (idle_w, peak_w) = (self.curve.power_w(0.0), self.curve.power_w(1.0));
+        self.guard
+            .then(|| idle_w + GUARD_FRACTION * (peak_w - idle_w))
+    }
+}
+
 /// Run the VMs on a server that is on for `dt` site seconds: each asks for
 /// its cores (an interactive VM its vCPUs × load, a batch VM all its vCPUs),
 /// no more than its CPU quota; the server shares out its cores when asked
@@ -568,6 +606,7 @@ fn run_vms(
     s: &Server,
     guests: &mut [&mut Guest],
     cap: Option<&CapState>,
+    guard_w: Option<f64>,
     now: DateTime<Utc>,
     dt: f64,
 ) -> (f64, f64) {
@@ -603,7 +642,7 @@ fn run_vms(
     let (fixed, batch) = (sum(false), sum(true));
     let mut power_w = s.curve.power_w(((fixed + batch) / s.cores).min(1.0));
     let mut batch_speed = 1.0;
-    if let Some(cap_w) = cap.and_then(|c| c.cap_at(now)) {
+    if let Some(cap_w) = effective_cap(cap.and_then(|c| c.cap_at(now)), guard_w) {
         if power_w > cap_w {
             let fixed_w = s.curve.power_w((fixed / s.cores).min(1.0));
             batch_speed = ((cap_w - fixed_w) / (power_w - fixed_w).max(1e-9)).clamp(0.0, 1.0);
@@ -658,7 +697,9 @@ mod tests {
             inlet_c: 24.0,
             recovery: 0.85,
             off_w: 5.0,
+            temp_limit_c: 80.0,
             temp_c: 24.0,
+            guard: false,
             announced: true,
         }
     }
@@ -677,7 +718,14 @@ mod tests {
             seq: 1,
             epoch: 1,
         };
-        let (_, util) = run_vms(&s, &mut [&mut a, &mut b, &mut web], Some(&cap), now, 60.0);
+        let (_, util) = run_vms(
+            &s,
+            &mut [&mut a, &mut b, &mut web],
+            Some(&cap),
+            None,
+            now,
+            60.0,
+        );
         assert!((a.cpu_s - 1.5 * 60.0).abs() < 1e-9, "{}", a.cpu_s);
         assert!((b.cpu_s - 2.0 * 60.0).abs() < 1e-9, "{}", b.cpu_s);
         assert!((web.cpu_s - 1.0 * 60.0).abs() < 1e-9, "{}", web.cpu_s);
@@ -697,7 +745,7 @@ mod tests {
             seq: 1,
             epoch: 1,
         };
-        let (power_w, _) = run_vms(&s, &mut [&mut a, &mut web], Some(&cap), now, 60.0);
+        let (power_w, _) = run_vms(&s, &mut [&mut a, &mut web], Some(&cap), None, now, 60.0);
         assert!(power_w <= 150.0 + 1e-9);
         assert!((web.cpu_s - 120.0).abs() < 1e-9);
         assert!(a.cpu_s > 0.0 && a.cpu_s < 6.0 * 60.0, "{}", a.cpu_s);
