@@ -96,9 +96,9 @@ async fn run_and_watch(speed: f64, real_s: f64) -> (DemoSummary, Seen) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_plans_through_the_protocols_delivers_heat_and_stops_by_itself() {
-    // 15-minute periods every 1.5 s; 24 s = 4 site hours, from the evening
+    // 15-minute periods every 1.5 s; 30 s = 5 site hours, from the evening
     // price peak into cheaper night power.
-    let (summary, seen) = run_and_watch(600.0, 24.0).await;
+    let (summary, seen) = run_and_watch(600.0, 30.0).await;
     assert!(summary.site_hours > 1.5, "{summary:?}");
     assert!(
         summary.plans >= 4,

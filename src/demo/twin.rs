@@ -750,4 +750,20 @@ mod tests {
         assert!((web.cpu_s - 120.0).abs() < 1e-9);
         assert!(a.cpu_s > 0.0 && a.cpu_s < 6.0 * 60.0, "{}", a.cpu_s);
     }
+
+    #[test]
+    fn the_thermal_guard_holds_a_hot_server_down_until_it_has_cooled() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 15, 20, 0, 0).unwrap();
+        let mut s = server();
+        s.temp_c = 76.0;
+        let guard_w = s.thermal_guard().expect("engaged at 75 °C and above");
+        assert!((guard_w - (100.0 + 0.3 * 100.0)).abs() < 1e-9);
+        let mut a = guest("a", 8, VmKind::Batch, None);
+        let (power_w, _) = run_vms(&s, &mut [&mut a], None, Some(guard_w), now, 60.0);
+        assert!(power_w <= guard_w + 1e-9, "{power_w}");
+        s.temp_c = 72.0;
+        assert!(s.thermal_guard().is_some(), "held within the hysteresis");
+        s.temp_c = 69.0;
+        assert!(s.thermal_guard().is_none(), "released below 70 °C");
+    }
 }
