@@ -592,7 +592,7 @@ impl Server {
         }
         let (idle_w, peak_w) = (self.curve.power_w(0.0), self.curve.power_w(1.0));
         self.guard
-            .then(|| idle_w + GUARD_FRACTION * (peak_w - idle_w))
+            .then_some(idle_w + GUARD_FRACTION * (peak_w - idle_w))
     }
 }
 
