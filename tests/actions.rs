@@ -208,6 +208,8 @@ async fn a_hanging_exec_migration_is_killed_and_its_source_stays_on() {
 }
 
 fn site_toml(port: u16, migrate: &str, script: &Path) -> String {
+    // The state database of each test lives beside its script.
+    let state_dir = script.parent().expect("the script's folder").display();
     format!(
         r#"
 [mqtt]
@@ -215,6 +217,7 @@ url = "mqtt://127.0.0.1:{port}"
 site = "t"
 
 [controller]
+state_dir = "{state_dir}"
 control_period_s = 900
 horizon_steps = 4
 node_stale_after_s = 3600
@@ -404,6 +407,7 @@ async fn the_page_lists_the_failed_actions_with_their_reasons() {
         token: None,
         events,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        fault: Arc::new(std::sync::RwLock::new(None)),
         bridge: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,12 +3,14 @@
 //! Chromium.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use chrono::{TimeZone, Utc};
-use phoenix::controller::api::{app, ApiEvent, AppState};
+use phoenix::controller::api::{
+    app, apply_request, check_request, ApiEvent, ApiRequest, AppError, AppState,
+};
 use phoenix::controller::metrics::Metrics;
 use phoenix::controller::state::{
     ConsumerState, HistoryPoint, NodeState, PlanRecord, PlanStatus, ServerInfo, SiteState,
@@ -111,19 +113,47 @@ fn populated_site() -> SiteState {
     site
 }
 
-fn state(site: SiteState, token: Option<&str>) -> (AppState, mpsc::UnboundedReceiver<ApiEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (
-        AppState {
-            site: Arc::new(RwLock::new(site)),
-            metrics: Arc::new(Metrics::new()),
-            token: token.map(str::to_string),
-            events: tx,
-            ready: Arc::new(AtomicBool::new(false)),
-            bridge: None,
-        },
-        rx,
-    )
+/// The requests the control loop was asked to make.
+type Asked = Arc<Mutex<Vec<ApiRequest>>>;
+
+/// The API's state, with a stand-in for the control loop that answers
+/// every request as the loop does (check, apply) but without a database —
+/// or refuses every one with `refuse` (a database that takes no writes).
+fn state_with(
+    site: SiteState,
+    token: Option<&str>,
+    refuse: Option<&'static str>,
+) -> (AppState, Asked) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ApiEvent>();
+    let st = AppState {
+        site: Arc::new(RwLock::new(site)),
+        metrics: Arc::new(Metrics::new()),
+        token: token.map(str::to_string),
+        events: tx,
+        ready: Arc::new(AtomicBool::new(false)),
+        fault: Arc::new(RwLock::new(None)),
+        bridge: None,
+    };
+    let asked: Asked = Arc::default();
+    let (site, log) = (st.site.clone(), asked.clone());
+    tokio::spawn(async move {
+        while let Some(ApiEvent { request, reply }) = rx.recv().await {
+            log.lock().unwrap().push(request.clone());
+            let answer = match refuse {
+                Some(why) => Err(AppError::Unavailable(why.into())),
+                None => {
+                    let mut site = site.write().unwrap();
+                    check_request(&site, &request).map(|()| apply_request(&mut site, &request))
+                }
+            };
+            let _ = reply.send(answer);
+        }
+    });
+    (st, asked)
+}
+
+fn state(site: SiteState, token: Option<&str>) -> (AppState, Asked) {
+    state_with(site, token, None)
 }
 
 async fn call(
@@ -232,7 +262,7 @@ async fn dry_run_plans_a_snapshot_and_names_bad_fields() {
 
 #[tokio::test]
 async fn writes_need_the_token_when_one_is_configured() {
-    let (st, mut rx) = state(SiteState::default(), Some("s3cret"));
+    let (st, rx) = state(SiteState::default(), Some("s3cret"));
     let vm = r#"{"id":"web42","vcpus":2,"mem_gib":4,"kind":"interactive","load":0.3}"#;
     let (status, _) = call(&st, "POST", "/api/v1/vms", Some(vm), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -242,11 +272,11 @@ async fn writes_need_the_token_when_one_is_configured() {
         st.site.read().unwrap().vms.is_empty(),
         "refused writes change nothing"
     );
-    assert!(rx.try_recv().is_err());
+    assert!(rx.lock().unwrap().is_empty(), "nor reach the loop");
 
     let (status, body) = call(&st, "POST", "/api/v1/vms", Some(vm), Some("s3cret")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(matches!(rx.try_recv(), Ok(ApiEvent::VmAdmitted(v)) if v.id == "web42"));
+    assert!(matches!(rx.lock().unwrap().as_slice(), [ApiRequest::AdmitVm(v)] if v.id == "web42"));
     // Reads stay open.
     assert_eq!(
         call(&st, "GET", "/api/v1/site", None, None).await.0,
@@ -256,7 +286,7 @@ async fn writes_need_the_token_when_one_is_configured() {
 
 #[tokio::test]
 async fn vm_admission_validates_and_removal_works() {
-    let (st, mut rx) = state(SiteState::default(), None);
+    let (st, rx) = state(SiteState::default(), None);
     let cases = [
         ("not json", "malformed"),
         (
@@ -293,7 +323,10 @@ async fn vm_admission_validates_and_removal_works() {
         );
     }
     assert!(st.site.read().unwrap().vms.is_empty());
-    assert!(rx.try_recv().is_err());
+    assert!(
+        rx.lock().unwrap().is_empty(),
+        "bad input never reaches the loop"
+    );
 
     let vm = r#"{"id":"b1","vcpus":4,"mem_gib":8,"kind":"batch","work_core_h":3,"deadline":"2026-01-16T00:00:00Z"}"#;
     assert_eq!(
@@ -316,7 +349,7 @@ async fn vm_admission_validates_and_removal_works() {
 
 #[tokio::test]
 async fn a_plan_awaiting_approval_can_be_approved_once() {
-    let (st, mut rx) = state(populated_site(), None);
+    let (st, rx) = state(populated_site(), None);
     assert_eq!(
         call(&st, "POST", "/api/v1/plan/6/approve", None, None)
             .await
@@ -334,11 +367,11 @@ async fn a_plan_awaiting_approval_can_be_approved_once() {
         PlanStatus::Applied
     );
     assert_eq!(
-        rx.try_recv().unwrap(),
-        ApiEvent::PlanDecision {
+        rx.lock().unwrap().last(),
+        Some(&ApiRequest::DecidePlan {
             id: 7,
             approve: true
-        }
+        })
     );
     assert_eq!(
         call(&st, "POST", "/api/v1/plan/7/reject", None, None)
@@ -346,6 +379,27 @@ async fn a_plan_awaiting_approval_can_be_approved_once() {
             .0,
         StatusCode::CONFLICT
     );
+}
+
+#[tokio::test]
+async fn a_write_the_state_database_cannot_record_is_refused_and_readiness_says_why() {
+    let (st, rx) = state_with(
+        SiteState::default(),
+        None,
+        Some("the change cannot be recorded"),
+    );
+    let vm = r#"{"id":"web1","vcpus":1,"mem_gib":1,"kind":"interactive","load":0.1}"#;
+    let (status, body) = call(&st, "POST", "/api/v1/vms", Some(vm), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("cannot be recorded"), "{body}");
+    assert_eq!(rx.lock().unwrap().len(), 1, "the loop was asked");
+    assert!(st.site.read().unwrap().vms.is_empty());
+
+    st.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    *st.fault.write().unwrap() = Some("the state database cannot be written: disk full".into());
+    let (status, body) = call(&st, "GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("disk full"), "{body}");
 }
 
 #[tokio::test]

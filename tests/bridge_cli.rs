@@ -2,8 +2,9 @@
 //! pymodbus device of `hvac-bridge/tests/peers/device.py`, and
 //! mosquitto_sub reading what the bridge publishes.
 
+use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::{free_port, python_server, ChildGuard, Mosquitto};
@@ -40,6 +41,35 @@ fn wait_retained(port: u16, topic: &str, pred: impl Fn(&str) -> bool) -> String 
             "no matching retained message on {topic}; last: {m}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `mosquitto_sub -d` (through coreutils' `stdbuf`) on `topic` taking one message (it gives up after
+/// 30 s), returned once the broker has acknowledged the subscription, with
+/// the rest of its output.
+fn subscribe_once(port: u16, topic: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
+    // Line-buffered: piped, its output would wait for it to exit.
+    let mut child = Command::new("stdbuf")
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-q", "1", "-d"])
+        .args(["-t", topic, "-C", "1", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub installed (scripts/install-test-deps)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("SUBACK") => return (child, lines),
+            Some(Ok(_)) => {}
+            _ => panic!("mosquitto_sub never subscribed to {topic}"),
+        }
     }
 }
 
@@ -102,6 +132,7 @@ anything = "the bridge carries the controller's section unread"
     wait_retained(broker.port(), "phoenix/v1/cli/bridge/status", |m| {
         m == "online"
     });
+    let (mut sub, results) = subscribe_once(broker.port(), "phoenix/v1/cli/facility/hp/set/result");
     let published = Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -123,6 +154,17 @@ anything = "the bridge carries the controller's section unread"
     wait_retained(broker.port(), "phoenix/v1/cli/facility/hp/state", |m| {
         m.contains(r#""supply_setpoint_c":60.0"#)
     });
+    // The request's outcome, on its result topic, not retained.
+    let out: Vec<String> = results.map_while(Result::ok).collect();
+    sub.wait().unwrap();
+    let publish = out.iter().find(|l| l.contains("received PUBLISH"));
+    assert!(publish.is_some_and(|l| l.contains("r0")), "{out:?}");
+    let result = out.iter().find(|l| l.starts_with('{')).expect("a result");
+    assert!(result.contains(r#""status":"applied""#), "{result}");
+    assert!(
+        result.contains(r#""request":{"supply_setpoint_c":60}"#),
+        "{result}"
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &bridge.id().to_string()])

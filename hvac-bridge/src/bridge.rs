@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use protocol::payloads::{decode, Climate, HeatDemand, HeatOffer, Payload, Telemetry};
+use protocol::payloads::{
+    decode, Climate, HeatDemand, HeatOffer, Payload, Telemetry, WriteResult, WriteStatus,
+    MAX_REASON_LEN, MAX_WRITE_POINTS,
+};
 use protocol::topics::{TopicKind, Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use protocol::units::{Celsius, KiloWatts};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -21,8 +24,10 @@ use crate::config::{
     role_points, ConsumerConfig, DeviceConfig, DeviceRole, HomeAssistantConfig, SiteConfig,
 };
 use crate::consumer::{ConsumerTracker, CurrentDemand};
+use crate::desired::WriteRequest;
 use crate::device::{
-    plan_write, plan_writes, DeviceCommand, DeviceState, DeviceTask, WriteError, WriteRefused,
+    plan_request, split_request, DeviceCommand, DeviceState, DeviceTask, PointValues,
+    ResultCallback, WriteAccepted, WriteError, WriteRefused,
 };
 use crate::server::{self, Figures};
 use crate::{BridgeError, CounterSnapshot, Counters};
@@ -31,6 +36,11 @@ use crate::{BridgeError, CounterSnapshot, Counters};
 const MAX_CONSUMERS: usize = 1000;
 /// Most nodes tracked at once for the read-out figures.
 const MAX_NODES: usize = 100_000;
+/// Most bytes of a refused request echoed in its result; a larger one (or
+/// one with more than `MAX_WRITE_POINTS` entries) is answered with an empty
+/// `request`, so a result always passes the protocol's validation and
+/// never outgrows the MQTT packet limit.
+const MAX_ECHO_BYTES: usize = 4096;
 /// Telemetry older than this does not count into `it_power_kw`.
 const TELEMETRY_FRESH: Duration = Duration::from_secs(120);
 
@@ -71,6 +81,8 @@ struct Shared {
     consumers: Mutex<BTreeMap<String, ConsumerTracker>>,
     nodes: Mutex<BTreeMap<String, NodeSeen>>,
     counters: Arc<Counters>,
+    /// Publishes a request's outcome on `facility/<device>/set/result`.
+    on_result: ResultCallback,
     home_assistant: Option<HomeAssistantConfig>,
     stopping: AtomicBool,
     /// Whether the broker has acknowledged the current connection; device
@@ -138,6 +150,7 @@ impl Bridge {
         let modbus_server_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let connected = Arc::new(AtomicBool::new(false));
+        let on_result = result_publisher(client.clone(), topics.clone());
         let mut device_tasks = Vec::new();
         let mut devices = BTreeMap::new();
         for d in &config.devices {
@@ -159,6 +172,7 @@ impl Bridge {
                 state,
                 commands: rx,
                 counters: counters.clone(),
+                on_result: on_result.clone(),
                 on_state: Arc::new(move |name, state| {
                     if !connected.load(Ordering::SeqCst) {
                         return;
@@ -188,6 +202,7 @@ impl Bridge {
             consumers: Mutex::new(consumers),
             nodes: Mutex::new(BTreeMap::new()),
             counters,
+            on_result,
             home_assistant: config.home_assistant.clone().filter(|h| h.enabled),
             stopping: AtomicBool::new(false),
             connected,
@@ -296,9 +311,58 @@ async fn stale_check(handle: BridgeHandle) {
         for (id, c) in consumers.iter_mut() {
             if c.check_stale(now) {
                 s.counters.bump(&s.counters.stale_events);
+                if c.is_configured() && c.reported_supply_temp_c().is_some() {
+                    s.counters.bump(&s.counters.supply_temps_ignored);
+                    info!(consumer = %id, "Stale consumer's supply temperature no longer used.");
+                }
                 warn!(consumer = %id, fallback_kw = c.current(now).demand_kw, "Consumer demand is stale; using the fallback.");
             }
         }
+    }
+}
+
+/// Publish each write result on `facility/<device>/set/result` (QoS 1, not
+/// retained). Queued even while the broker is away, so a result decided
+/// then is delivered after the reconnection (within the client's queue).
+fn result_publisher(client: AsyncClient, topics: Topics) -> ResultCallback {
+    Arc::new(move |device, result| {
+        let mut result = result.clone();
+        result.reason = result.reason.map(clip_reason);
+        let body = match serde_json::to_string(&result) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(device = %device, error = %e, "Write result not encodable.");
+                return;
+            }
+        };
+        let topic = topics.facility_set_result(device);
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, body) {
+            warn!(device = %device, error = %e, "Write result not queued for MQTT.");
+        }
+    })
+}
+
+/// `reason` cut to `MAX_REASON_LEN` bytes (on a character boundary), with
+/// an ellipsis where cut.
+fn clip_reason(reason: String) -> String {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+/// The request as echoed in a refusal: itself, or empty when too large.
+fn echo(request: PointValues) -> PointValues {
+    let small = request.len() <= MAX_WRITE_POINTS
+        && serde_json::to_string(&request).is_ok_and(|t| t.len() <= MAX_ECHO_BYTES);
+    if small {
+        request
+    } else {
+        PointValues::new()
     }
 }
 
@@ -397,7 +461,11 @@ impl BridgeHandle {
             Some(TopicKind::ConsumerDemand(id)) => match decode::<HeatDemand>(payload) {
                 Ok(d) => {
                     debug!(consumer = %id, demand_kw = d.demand_kw, "Demand received.");
-                    self.with_tracker(id, |c| c.on_demand(d, now));
+                    if self.with_tracker(id, |c| c.on_demand(d, now)) == Some(true) {
+                        let c = &s.counters;
+                        c.bump(&c.supply_temps_ignored);
+                        debug!(consumer = %id, "Supply temperature ignored: consumer not in [[consumers]].");
+                    }
                 }
                 Err(e) => self.malformed(topic, &e),
             },
@@ -470,60 +538,100 @@ impl BridgeHandle {
         }
     }
 
-    fn on_set(&self, device: &str, payload: &[u8]) {
+    /// Answer a request refused by the checks: counted, logged, and
+    /// published `refused` with the reason (naming the point).
+    fn refuse(
+        &self,
+        device: &str,
+        request: PointValues,
+        request_ts: Option<DateTime<Utc>>,
+        reason: &WriteRefused,
+    ) {
         let s = &self.shared;
-        let refused = |reason: &WriteRefused| {
-            s.counters.bump(&s.counters.writes_refused);
-            warn!(device = %device, reason = %reason, "Write refused; nothing written.");
+        s.counters.bump(&s.counters.writes_refused);
+        warn!(device = %device, reason = %reason, "Write refused; nothing written.");
+        let result = WriteResult {
+            ts: Utc::now(),
+            request: echo(request),
+            request_ts,
+            status: WriteStatus::Refused,
+            reason: Some(reason.to_string()),
         };
-        let Some(entry) = s.devices.get(device) else {
-            refused(&WriteRefused::UnknownDevice(device.to_string()));
-            return;
+        (s.on_result)(device, &result);
+    }
+
+    /// Check a request for `device`; a refused one is answered here (and
+    /// its reason returned).
+    fn checked(
+        &self,
+        device: &str,
+        request: PointValues,
+        request_ts: Option<DateTime<Utc>>,
+    ) -> Result<(&DeviceEntry, WriteRequest), WriteRefused> {
+        let planned = match self.shared.devices.get(device) {
+            None => Err(WriteRefused::UnknownDevice(device.to_string())),
+            Some(entry) => plan_request(&entry.config, &request).map(|w| (entry, w)),
         };
-        match plan_writes(&entry.config, payload) {
-            Ok(writes) => {
-                let tx = entry.commands.clone();
-                let device = device.to_string();
-                tokio::spawn(async move {
-                    let (reply, rx) = oneshot::channel();
-                    if tx
-                        .send(DeviceCommand::Write { writes, reply })
-                        .await
-                        .is_ok()
-                    {
-                        if let Ok(Err(e)) = rx.await {
-                            debug!(device = %device, error = %e, "Write from MQTT failed.");
-                        }
-                    }
-                });
+        match planned {
+            Ok((entry, writes)) => Ok((
+                entry,
+                WriteRequest {
+                    request,
+                    request_ts,
+                    writes,
+                },
+            )),
+            Err(e) => {
+                self.refuse(device, request, request_ts, &e);
+                Err(e)
             }
-            Err(e) => refused(&e),
         }
     }
 
-    /// Write `value` to `point` of `device` through the same checks as
-    /// `facility/<device>/set`, and wait for the device's answer.
-    pub async fn write(&self, device: &str, point: &str, value: f64) -> Result<(), WriteError> {
-        let s = &self.shared;
-        let result = match s.devices.get(device) {
-            None => Err(WriteRefused::UnknownDevice(device.to_string())),
-            Some(entry) => plan_write(&entry.config, point, &serde_json::json!(value)),
+    fn on_set(&self, device: &str, payload: &[u8]) {
+        let (request, request_ts) = match split_request(payload) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(device, serde_json::Map::new(), None, &e),
         };
-        let w = match result {
-            Ok(w) => w,
-            Err(e) => {
-                s.counters.bump(&s.counters.writes_refused);
-                warn!(device = %device, point = %point, reason = %e, "Write refused; nothing written.");
-                return Err(e.into());
+        let Ok((entry, request)) = self.checked(device, request, request_ts) else {
+            return;
+        };
+        let tx = entry.commands.clone();
+        let device = device.to_string();
+        tokio::spawn(async move {
+            let cmd = DeviceCommand::Write {
+                request,
+                reply: None,
+            };
+            if tx.send(cmd).await.is_err() {
+                debug!(device = %device, "Write not queued: the device task has stopped.");
             }
-        };
-        let entry = &s.devices[device];
+        });
+    }
+
+    /// Write `value` to `point` of `device` through the same checks and the
+    /// same desired-state path as `facility/<device>/set` (its outcome is
+    /// published on `facility/<device>/set/result` too), and wait for the
+    /// first answer: [`WriteAccepted::Applied`] once written, or
+    /// [`WriteAccepted::Pending`] when the device is down or the point was
+    /// written less than `min_write_interval_s` ago — the value is then
+    /// written later, unless a newer write or `write_expiry_s` comes first.
+    /// Refused requests (checks, or a device exception) are errors.
+    pub async fn write(
+        &self,
+        device: &str,
+        point: &str,
+        value: f64,
+    ) -> Result<WriteAccepted, WriteError> {
+        let mut request = serde_json::Map::new();
+        request.insert(point.to_string(), serde_json::json!(value));
+        let (entry, request) = self.checked(device, request, None)?;
         let (reply, rx) = oneshot::channel();
         entry
             .commands
             .send(DeviceCommand::Write {
-                writes: vec![w],
-                reply,
+                request,
+                reply: Some(reply),
             })
             .await
             .map_err(|_| WriteError::Stopped)?;
@@ -539,8 +647,14 @@ impl BridgeHandle {
     }
 
     /// Set the heat pump's supply temperature (point `supply_setpoint_c` of
-    /// the device with `role = "heat_pump"`), within its configured bounds.
-    pub async fn set_supply_temp_c(&self, supply: Celsius) -> Result<(), BridgeError> {
+    /// the device with `role = "heat_pump"`), within its configured bounds,
+    /// through [`Self::write`]. While the heat pump is down (or the point
+    /// was written less than `min_write_interval_s` ago) this is not an
+    /// error: it returns `Ok(WriteAccepted::Pending { .. })` and the value
+    /// is written when the device answers again, unless a newer setpoint
+    /// or `write_expiry_s` comes first (the final outcome is published on
+    /// `facility/<device>/set/result`).
+    pub async fn set_supply_temp_c(&self, supply: Celsius) -> Result<WriteAccepted, BridgeError> {
         let name = self
             .device_with_role(DeviceRole::HeatPump)?
             .config
@@ -666,7 +780,36 @@ impl BridgeHandle {
         f.modbus_exceptions = sat(c.modbus_exceptions);
         f.malformed_payloads = sat(c.malformed_payloads);
         f.writes_refused = sat(c.writes_refused);
+        f.writes_applied = sat(c.writes_applied);
+        f.writes_pending = sat(c.writes_pending);
+        f.writes_expired = sat(c.writes_expired);
+        f.writes_refused_by_device = sat(c.writes_refused_by_device);
+        f.supply_temps_ignored = sat(c.supply_temps_ignored);
         f.stale_events = sat(c.stale_events);
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_clipped_on_a_character_boundary() {
+        let long = format!("device `hp` has no point `{}`", "é".repeat(2000));
+        let clipped = clip_reason(long);
+        assert!(clipped.len() <= MAX_REASON_LEN, "{}", clipped.len());
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip_reason("short".into()), "short");
+    }
+
+    #[test]
+    fn a_large_refused_request_is_echoed_empty() {
+        let mut big = PointValues::new();
+        big.insert("x".into(), serde_json::json!("y".repeat(MAX_ECHO_BYTES)));
+        assert!(echo(big).is_empty());
+        let mut small = PointValues::new();
+        small.insert("supply_setpoint_c".into(), serde_json::json!(80));
+        assert_eq!(echo(small.clone()), small);
     }
 }

@@ -222,6 +222,16 @@ pub struct DeviceConfig {
     /// Role for the controller's typed API (default `other`).
     #[serde(default)]
     pub role: Option<DeviceRole>,
+    /// How long a write may wait as the wanted value (device down, or held
+    /// by the rate limit) before it is dropped and answered `expired`, s
+    /// (default 300).
+    #[serde(default = "default_write_expiry_s")]
+    pub write_expiry_s: f64,
+    /// Least time between two writes to the same point, s (default 5; 0
+    /// turns the limit off). A write arriving sooner is held as the wanted
+    /// value and written once the interval has passed.
+    #[serde(default = "default_min_write_interval_s")]
+    pub min_write_interval_s: f64,
     /// The device's points.
     #[serde(default)]
     pub points: Vec<PointConfig>,
@@ -235,6 +245,16 @@ fn default_poll_ms() -> u64 {
 }
 fn default_timeout_ms() -> u64 {
     500
+}
+/// Default of [`DeviceConfig::write_expiry_s`].
+pub const DEFAULT_WRITE_EXPIRY_S: f64 = 300.0;
+/// Default of [`DeviceConfig::min_write_interval_s`].
+pub const DEFAULT_MIN_WRITE_INTERVAL_S: f64 = 5.0;
+fn default_write_expiry_s() -> f64 {
+    DEFAULT_WRITE_EXPIRY_S
+}
+fn default_min_write_interval_s() -> f64 {
+    DEFAULT_MIN_WRITE_INTERVAL_S
 }
 
 /// `[[devices.points]]`.
@@ -511,6 +531,18 @@ fn validate_device(d: &DeviceConfig) -> Result<(), ConfigError> {
     }
     if d.timeout_ms == 0 {
         return Err(invalid(place, "timeout_ms must be > 0"));
+    }
+    if !(d.write_expiry_s.is_finite() && d.write_expiry_s > 0.0 && d.write_expiry_s <= 86_400.0) {
+        return Err(invalid(place, "write_expiry_s must be in (0, 86400]"));
+    }
+    if !(d.min_write_interval_s.is_finite()
+        && d.min_write_interval_s >= 0.0
+        && d.min_write_interval_s < d.write_expiry_s)
+    {
+        return Err(invalid(
+            place,
+            "min_write_interval_s must be ≥ 0 and below write_expiry_s",
+        ));
     }
     if d.points.is_empty() {
         return Err(invalid(place, "has no points"));
@@ -874,6 +906,28 @@ address = 11
             e.contains("supply_setpoint_c") && e.contains("writable"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn write_expiry_and_rate_limit_have_defaults_and_bounds() {
+        let point = "[[devices.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\n";
+        let cfg = SiteConfig::<toml::Table>::from_toml(&with_device(point)).unwrap();
+        assert_eq!(cfg.devices[0].write_expiry_s, DEFAULT_WRITE_EXPIRY_S);
+        assert_eq!(
+            cfg.devices[0].min_write_interval_s,
+            DEFAULT_MIN_WRITE_INTERVAL_S
+        );
+        let e = err(&with_device(&format!("write_expiry_s = 0\n{point}")));
+        assert!(
+            e.contains("heatpump") && e.contains("write_expiry_s"),
+            "{e}"
+        );
+        let e = err(&with_device(&format!(
+            "write_expiry_s = 10\nmin_write_interval_s = 10\n{point}"
+        )));
+        assert!(e.contains("min_write_interval_s"), "{e}");
+        let e = err(&with_device(&format!("min_write_interval_s = -1\n{point}")));
+        assert!(e.contains("min_write_interval_s"), "{e}");
     }
 
     #[test]

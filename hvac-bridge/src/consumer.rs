@@ -31,6 +31,13 @@
 //! [`DemandSource::Fallback`], the transition is logged and counted once,
 //! and the estimator's integral is reset so it does not resume with an old
 //! correction. The next valid message restores the demand at once.
+//!
+//! # Supply temperature
+//!
+//! A consumer's `supply_temp_c` steers the heat pump's setpoint, so it is
+//! taken only from a consumer listed in `[[consumers]]` whose demand is
+//! fresh: [`CurrentDemand::supply_temp_c`] is `None` for any other (the
+//! bridge counts what it ignores, `supply_temps_ignored`).
 
 use std::time::{Duration, Instant};
 
@@ -129,7 +136,8 @@ pub struct CurrentDemand {
     pub step_s: Option<f64>,
     /// Value of delivered heat, per kWh, if the consumer said.
     pub heat_value_per_kwh: Option<f64>,
-    /// Supply temperature the consumer needs, °C, if it said.
+    /// Supply temperature the consumer needs, °C, if it said — only from a
+    /// consumer listed in `[[consumers]]` whose demand is fresh.
     pub supply_temp_c: Option<f64>,
     /// Where the figure comes from.
     pub source: DemandSource,
@@ -140,6 +148,8 @@ pub struct CurrentDemand {
 /// The state kept for one consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerTracker {
+    /// Listed in `[[consumers]]`.
+    configured: bool,
     stale_after: Duration,
     fallback_kw: f64,
     estimator: Option<DemandEstimator>,
@@ -156,6 +166,7 @@ impl ConsumerTracker {
     /// A tracker with `cfg`'s settings (or the defaults), created at `now`.
     pub fn new(cfg: Option<&ConsumerConfig>) -> Self {
         Self {
+            configured: cfg.is_some(),
             stale_after: Duration::from_secs_f64(cfg.map_or(300.0, |c| c.stale_after_s)),
             fallback_kw: cfg.map_or(0.0, |c| c.fallback_kw),
             estimator: cfg
@@ -175,12 +186,26 @@ impl ConsumerTracker {
         self.estimator.is_some()
     }
 
-    /// A reported demand arrived.
-    pub fn on_demand(&mut self, demand: HeatDemand, now: Instant) {
+    /// A reported demand arrived; returns true when it carries a
+    /// `supply_temp_c` that is ignored (the consumer is not configured).
+    pub fn on_demand(&mut self, demand: HeatDemand, now: Instant) -> bool {
+        let ignored = !self.configured && demand.supply_temp_c.is_some();
         self.demand = Some(demand);
         self.estimate_kw = None;
         self.last_message = Some(now);
         self.stale = false;
+        ignored
+    }
+
+    /// Whether this consumer is listed in `[[consumers]]`.
+    pub fn is_configured(&self) -> bool {
+        self.configured
+    }
+
+    /// The supply temperature of the last reported demand, whether or not
+    /// it is used (see [`CurrentDemand::supply_temp_c`]).
+    pub fn reported_supply_temp_c(&self) -> Option<f64> {
+        self.demand.as_ref().and_then(|d| d.supply_temp_c)
     }
 
     /// A climate reading arrived; returns the new estimate (`None` when the
@@ -238,7 +263,8 @@ impl ConsumerTracker {
                 forecast_kw: None,
                 step_s: None,
                 heat_value_per_kwh: self.demand.as_ref().and_then(|d| d.heat_value_per_kwh),
-                supply_temp_c: self.demand.as_ref().and_then(|d| d.supply_temp_c),
+                // A stale consumer does not steer the supply temperature.
+                supply_temp_c: None,
                 source: DemandSource::Fallback,
                 age_s,
             };
@@ -249,7 +275,7 @@ impl ConsumerTracker {
                 forecast_kw: d.forecast_kw.clone(),
                 step_s: d.step_s,
                 heat_value_per_kwh: d.heat_value_per_kwh,
-                supply_temp_c: d.supply_temp_c,
+                supply_temp_c: d.supply_temp_c.filter(|_| self.configured),
                 source: DemandSource::Reported,
                 age_s,
             },
@@ -396,6 +422,34 @@ mod tests {
         assert!(!c.check_stale(now));
         assert_eq!(c.current(now).demand_kw, 90.0);
         assert_eq!(c.current(now).source, DemandSource::Reported);
+    }
+
+    #[test]
+    fn a_supply_temperature_is_taken_only_from_a_configured_fresh_consumer() {
+        let cfg = ConsumerConfig {
+            id: "gh1".into(),
+            stale_after_s: 60.0,
+            fallback_kw: 0.0,
+            estimator: None,
+        };
+        let t0 = Instant::now();
+        let wants_55 = HeatDemand {
+            supply_temp_c: Some(55.0),
+            ..demand(10.0)
+        };
+        let mut listed = ConsumerTracker::new(Some(&cfg));
+        assert!(!listed.on_demand(wants_55.clone(), t0), "not ignored");
+        assert_eq!(listed.current(t0).supply_temp_c, Some(55.0));
+        assert!(listed.check_stale(t0 + Duration::from_secs(61)));
+        let stale = listed.current(t0 + Duration::from_secs(61));
+        assert_eq!(stale.supply_temp_c, None, "a stale consumer steers nothing");
+        assert_eq!(listed.reported_supply_temp_c(), Some(55.0));
+
+        let mut stranger = ConsumerTracker::new(None);
+        assert!(stranger.on_demand(wants_55, t0), "ignored and reported so");
+        let cur = stranger.current(t0);
+        assert_eq!((cur.demand_kw, cur.supply_temp_c), (10.0, None));
+        assert!(!stranger.on_demand(demand(10.0), t0), "nothing to ignore");
     }
 
     #[test]

@@ -3,22 +3,32 @@
 //! Each device runs as one task that owns its [`ModbusLink`], so requests to
 //! a device never overlap. Every `poll_ms` it reads the coalesced blocks of
 //! [`crate::config::read_plan`], decodes the points and publishes the state;
-//! between polls it serves write commands from its queue. What may be
+//! between polls it serves write requests from its queue. What may be
 //! written is decided before anything reaches the device, by
-//! [`plan_writes`]: only points marked `writable`, only within `min`/`max`,
+//! [`plan_request`]: only points marked `writable`, only within `min`/`max`,
 //! only values the register can hold — a request with any bad entry is
 //! refused whole and nothing is written.
+//!
+//! A checked request becomes the point's wanted value
+//! ([`crate::desired::DesiredState`]): written at once when the device
+//! answers and the point's `min_write_interval_s` has passed, else kept
+//! (`pending`) and written at the first poll that allows it — unless a
+//! newer write to the point, or `write_expiry_s`, comes first. Every
+//! outcome goes to the result callback, published on
+//! `facility/<device>/set/result`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use protocol::payloads::{WriteResult, WriteStatus};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{read_plan, DeviceConfig, PointConfig};
+use crate::desired::{Answer, DesiredState, RequestId, Wait, WriteRequest};
 use crate::modbus::{LinkError, ModbusLink, Values};
 use crate::registers::{EncodeError, ReadBlock, Table};
 use crate::Counters;
@@ -208,23 +218,53 @@ pub fn plan_write(
     })
 }
 
-/// Check a whole `facility/<device>/set` payload (`{point: value, …}`,
-/// optionally with a `ts`): all entries are valid or the request is refused.
-pub fn plan_writes(
-    device: &DeviceConfig,
-    payload: &[u8],
-) -> Result<Vec<PlannedWrite>, WriteRefused> {
-    let map: serde_json::Map<String, serde_json::Value> =
+/// A request's `{point: value, …}`, as received.
+pub type PointValues = serde_json::Map<String, serde_json::Value>;
+
+/// A `facility/<device>/set` payload (`{point: value, …}`, optionally with a
+/// `ts`) split into the request (without `ts`) and the requester's `ts` (a
+/// `ts` that is not RFC 3339 is ignored, as before).
+pub fn split_request(payload: &[u8]) -> Result<(PointValues, Option<DateTime<Utc>>), WriteRefused> {
+    let mut map: PointValues =
         serde_json::from_slice(payload).map_err(|e| WriteRefused::Malformed(e.to_string()))?;
-    let writes: Vec<PlannedWrite> = map
+    let ts = map
+        .remove("ts")
+        .and_then(|v| {
+            v.as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        })
+        .map(|t| t.with_timezone(&Utc));
+    Ok((map, ts))
+}
+
+/// Check every entry of a request: all are valid or the request is refused.
+pub fn plan_request(
+    device: &DeviceConfig,
+    request: &PointValues,
+) -> Result<Vec<PlannedWrite>, WriteRefused> {
+    if request.len() > protocol::payloads::MAX_WRITE_POINTS {
+        return Err(WriteRefused::Malformed(format!(
+            "more than {} points",
+            protocol::payloads::MAX_WRITE_POINTS
+        )));
+    }
+    let writes: Vec<PlannedWrite> = request
         .iter()
-        .filter(|(k, _)| k.as_str() != "ts")
         .map(|(k, v)| plan_write(device, k, v))
         .collect::<Result<_, _>>()?;
     if writes.is_empty() {
         return Err(WriteRefused::Malformed("no point to write".into()));
     }
     Ok(writes)
+}
+
+/// Check a whole `facility/<device>/set` payload (`{point: value, …}`,
+/// optionally with a `ts`): all entries are valid or the request is refused.
+pub fn plan_writes(
+    device: &DeviceConfig,
+    payload: &[u8],
+) -> Result<Vec<PlannedWrite>, WriteRefused> {
+    plan_request(device, &split_request(payload)?.0)
 }
 
 /// Decode the values of one block into the points it covers.
@@ -259,7 +299,8 @@ pub enum WriteError {
     /// Refused by the checks; nothing was sent.
     #[error("refused: {0}")]
     Refused(#[from] WriteRefused),
-    /// The device could not be reached.
+    /// The device could not be reached (inside the device task only: a
+    /// request that meets this stays pending).
     #[error("device `{device}` unreachable: {source}")]
     Link {
         /// Device.
@@ -277,25 +318,49 @@ pub enum WriteError {
         /// The exception, as text.
         exception: String,
     },
+    /// Dropped before it was written (superseded or past `write_expiry_s`).
+    #[error("expired: {0}")]
+    Expired(String),
     /// The bridge is shutting down.
     #[error("the bridge is stopped")]
     Stopped,
 }
 
+/// A write the device task took on: written, or kept as the wanted value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteAccepted {
+    /// Written to the device.
+    Applied,
+    /// Kept as the wanted value (the device is down, or the point was
+    /// written less than `min_write_interval_s` ago); it is written later
+    /// unless a newer write to the point or `write_expiry_s` comes first.
+    /// The final outcome appears on `facility/<device>/set/result`.
+    Pending {
+        /// Why it waits.
+        reason: String,
+    },
+}
+
+/// The typed caller's answer channel.
+pub(crate) type Reply = oneshot::Sender<Result<WriteAccepted, WriteError>>;
+
 pub(crate) enum DeviceCommand {
-    /// Checked writes, answered when done.
+    /// A checked request; `reply` (typed API) gets its first answer.
     Write {
-        writes: Vec<PlannedWrite>,
-        reply: oneshot::Sender<Result<(), WriteError>>,
+        request: WriteRequest,
+        reply: Option<Reply>,
     },
     /// Write back the values points had before the bridge first wrote them
     /// (points with `restore_on_exit`), answer how many were restored, and
-    /// stop.
+    /// stop; open requests are answered `expired`.
     RestoreAndStop(oneshot::Sender<usize>),
 }
 
 /// What a device task reports after each poll.
 pub(crate) type StateCallback = Arc<dyn Fn(&str, &DeviceState) + Send + Sync>;
+/// Where a device task sends the outcome of each request (device name and
+/// result), to be published on `facility/<device>/set/result`.
+pub(crate) type ResultCallback = Arc<dyn Fn(&str, &WriteResult) + Send + Sync>;
 
 /// The task behind one device.
 pub(crate) struct DeviceTask {
@@ -304,30 +369,50 @@ pub(crate) struct DeviceTask {
     pub commands: mpsc::Receiver<DeviceCommand>,
     pub counters: Arc<Counters>,
     pub on_state: StateCallback,
+    pub on_result: ResultCallback,
+}
+
+/// The running device task: the link, the desired state and the callers
+/// waiting for a first answer.
+struct Runner {
+    task: DeviceTask,
+    link: ModbusLink,
+    plan: Vec<ReadBlock>,
+    desired: DesiredState,
+    replies: BTreeMap<RequestId, Reply>,
+    /// Values of restorable points before the bridge first wrote them.
+    originals: BTreeMap<String, serde_json::Value>,
+    /// Whether the last poll (or write) got an answer.
+    reachable: bool,
 }
 
 impl DeviceTask {
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(self) {
         let d = &self.config;
-        let mut link = ModbusLink::new(&d.address, d.unit, Duration::from_millis(d.timeout_ms));
-        let plan = read_plan(d);
         let mut tick = tokio::time::interval(Duration::from_millis(d.poll_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        info!(device = %d.name, address = %d.address, blocks = plan.len(), "Polling device.");
-        // Values of restorable points before the bridge first wrote them.
-        let mut originals: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut r = Runner {
+            link: ModbusLink::new(&d.address, d.unit, Duration::from_millis(d.timeout_ms)),
+            plan: read_plan(d),
+            desired: DesiredState::new(
+                d.name.clone(),
+                Duration::from_secs_f64(d.write_expiry_s),
+                Duration::from_secs_f64(d.min_write_interval_s),
+            ),
+            replies: BTreeMap::new(),
+            originals: BTreeMap::new(),
+            reachable: false,
+            task: self,
+        };
+        let d = &r.task.config;
+        info!(device = %d.name, address = %d.address, blocks = r.plan.len(), "Polling device.");
         loop {
             tokio::select! {
-                _ = tick.tick() => self.poll(&mut link, &plan).await,
-                cmd = self.commands.recv() => match cmd {
-                    Some(DeviceCommand::Write { writes, reply }) => {
-                        self.remember_originals(&writes, &mut originals);
-                        let result = self.write(&mut link, &writes).await;
-                        let _ = reply.send(result);
-                        self.poll(&mut link, &plan).await;
-                    }
+                _ = tick.tick() => r.on_tick().await,
+                cmd = r.task.commands.recv() => match cmd {
+                    Some(DeviceCommand::Write { request, reply }) => r.on_request(request, reply).await,
                     Some(DeviceCommand::RestoreAndStop(done)) => {
-                        let n = self.restore(&mut link, &originals).await;
+                        let n = r.stop().await;
                         let _ = done.send(n);
                         break;
                     }
@@ -336,14 +421,152 @@ impl DeviceTask {
             }
         }
     }
+}
 
-    fn remember_originals(
-        &self,
-        writes: &[PlannedWrite],
-        originals: &mut BTreeMap<String, serde_json::Value>,
-    ) {
-        let d = &self.config;
+impl Runner {
+    /// Poll; drop expired requests; write what is due.
+    async fn on_tick(&mut self) {
+        self.poll().await;
+        for a in self.desired.expire(Instant::now()) {
+            self.answer(a, None);
+        }
+        if self.flush().await {
+            self.poll().await;
+        }
+        self.announce();
+    }
+
+    /// A checked request: it becomes the wanted value, and is written now
+    /// if the device answers and the rate limit allows.
+    async fn on_request(&mut self, request: WriteRequest, reply: Option<Reply>) {
+        let (id, superseded) = self.desired.submit(request, Instant::now());
+        if let Some(reply) = reply {
+            self.replies.insert(id, reply);
+        }
+        for a in superseded {
+            self.answer(a, None);
+        }
+        if self.flush().await {
+            self.poll().await;
+        }
+        self.announce();
+    }
+
+    /// Restore the originals, answer the open requests, stop.
+    async fn stop(&mut self) -> usize {
+        let n = self.restore().await;
+        for a in self
+            .desired
+            .drain("the bridge stopped before it was written")
+        {
+            self.answer(a, None);
+        }
+        n
+    }
+
+    /// Write the due requests in request order while the device answers;
+    /// whether anything was written.
+    async fn flush(&mut self) -> bool {
+        let mut wrote = false;
+        if !self.reachable {
+            return wrote;
+        }
+        for id in self.desired.due(Instant::now()) {
+            let writes = self.desired.writes(id);
+            self.remember_originals(&writes);
+            let mut finished = true;
+            for w in writes {
+                match self.write(&w).await {
+                    Ok(()) => {
+                        wrote = true;
+                        self.desired.point_written(id, &w.point, Instant::now());
+                    }
+                    Err(e @ WriteError::Exception { .. }) => {
+                        if let Some(a) = self.desired.finish_refused(id, &e.to_string()) {
+                            self.answer(a, Some(Err(e)));
+                        }
+                        finished = false;
+                        break;
+                    }
+                    Err(_) => {
+                        // Unreachable: the request stays wanted.
+                        self.reachable = false;
+                        return wrote;
+                    }
+                }
+            }
+            if finished {
+                if let Some(a) = self.desired.finish_applied(id) {
+                    self.answer(a, None);
+                }
+            }
+        }
+        wrote
+    }
+
+    /// Answer `pending` to the requests that wait and have not heard so.
+    fn announce(&mut self) {
+        for (a, wait) in self.desired.announce(Instant::now(), !self.reachable) {
+            if wait == Wait::RateLimit {
+                self.task
+                    .counters
+                    .bump(&self.task.counters.writes_rate_limited);
+            }
+            self.answer(a, None);
+        }
+    }
+
+    /// Publish `a`, count it, and give a waiting typed caller its first
+    /// answer (`typed`, or one derived from `a`).
+    fn answer(&mut self, a: Answer, typed: Option<Result<WriteAccepted, WriteError>>) {
+        let t = &self.task;
+        let c = &t.counters;
+        let name = &t.config.name;
+        let reason = a.reason.clone().unwrap_or_default();
+        match a.status {
+            WriteStatus::Applied => c.bump(&c.writes_applied),
+            WriteStatus::Pending => {
+                c.bump(&c.writes_pending);
+                info!(device = %name, reason = %reason, "Write pending.");
+            }
+            WriteStatus::Refused => c.bump(&c.writes_refused_by_device),
+            WriteStatus::Expired => {
+                c.bump(&c.writes_expired);
+                if a.superseded {
+                    c.bump(&c.writes_superseded);
+                }
+                warn!(device = %name, reason = %reason, "Write expired; not written.");
+            }
+        }
+        if let Some(reply) = self.replies.remove(&a.id) {
+            let _ = reply.send(typed.unwrap_or_else(|| match a.status {
+                WriteStatus::Applied => Ok(WriteAccepted::Applied),
+                WriteStatus::Pending => Ok(WriteAccepted::Pending {
+                    reason: reason.clone(),
+                }),
+                // The flush passes the device's own error; this is a fallback.
+                WriteStatus::Refused => Err(WriteError::Exception {
+                    device: name.clone(),
+                    point: a.request.keys().cloned().collect::<Vec<_>>().join(", "),
+                    exception: reason.clone(),
+                }),
+                WriteStatus::Expired => Err(WriteError::Expired(reason.clone())),
+            }));
+        }
+        let result = WriteResult {
+            ts: Utc::now(),
+            request: a.request,
+            request_ts: a.request_ts,
+            status: a.status,
+            reason: a.reason,
+        };
+        (t.on_result)(name, &result);
+    }
+
+    fn remember_originals(&mut self, writes: &[PlannedWrite]) {
+        let d = &self.task.config;
         let state = self
+            .task
             .state
             .lock()
             .map(|s| s.values.clone())
@@ -353,12 +576,13 @@ impl DeviceTask {
                 .points
                 .iter()
                 .any(|p| p.name == w.point && p.restore_on_exit);
-            if !restorable || originals.contains_key(&w.point) {
+            if !restorable || self.originals.contains_key(&w.point) {
                 continue;
             }
             match state.get(&w.point) {
                 Some(v) => {
-                    originals.insert(w.point.clone(), serde_json::to_value(v).unwrap_or_default());
+                    self.originals
+                        .insert(w.point.clone(), serde_json::to_value(v).unwrap_or_default());
                 }
                 None => {
                     warn!(device = %d.name, point = %w.point, "Value before the first write unknown; it will not be restored on exit.");
@@ -367,19 +591,16 @@ impl DeviceTask {
         }
     }
 
-    /// Write back `originals` through the same checks as any write (an
+    /// Write back the originals through the same checks as any write (an
     /// original outside `min`/`max` is not written).
-    async fn restore(
-        &self,
-        link: &mut ModbusLink,
-        originals: &BTreeMap<String, serde_json::Value>,
-    ) -> usize {
-        let d = &self.config;
+    async fn restore(&mut self) -> usize {
         let mut restored = 0;
-        for (point, value) in originals {
-            match plan_write(d, point, value) {
+        for (point, value) in self.originals.clone() {
+            let d = &self.task.config;
+            match plan_write(d, &point, &value) {
                 Ok(w) => {
-                    if self.write(link, std::slice::from_ref(&w)).await.is_ok() {
+                    if self.write(&w).await.is_ok() {
+                        let d = &self.task.config;
                         info!(device = %d.name, point = %point, value = w.value, "Point restored on exit.");
                         restored += 1;
                     }
@@ -392,9 +613,11 @@ impl DeviceTask {
         restored
     }
 
-    async fn poll(&self, link: &mut ModbusLink, plan: &[ReadBlock]) {
-        let d = &self.config;
+    async fn poll(&mut self) {
+        let d = &self.task.config;
+        let counters = &self.task.counters;
         let (was_online, last_error) = self
+            .task
             .state
             .lock()
             .map(|s| (s.online, s.error.clone()))
@@ -402,11 +625,11 @@ impl DeviceTask {
         let mut values = BTreeMap::new();
         let mut error = None;
         let mut online = true;
-        for block in plan {
-            match link.read(*block).await {
+        for block in &self.plan {
+            match self.link.read(*block).await {
                 Ok(Ok(v)) => decode_block(d, block, &v, &mut values),
                 Ok(Err(exc)) => {
-                    self.counters.bump(&self.counters.modbus_exceptions);
+                    counters.bump(&counters.modbus_exceptions);
                     warn!(device = %d.name, table = block.table.as_str(), start = block.start, count = block.count, exception = ?exc, "Device answered a read with an exception.");
                     error = Some(format!(
                         "exception {exc:?} reading {} {}..{}",
@@ -425,9 +648,9 @@ impl DeviceTask {
                     break;
                 }
                 Err(e) => {
-                    self.counters.bump(&self.counters.modbus_errors);
+                    counters.bump(&counters.modbus_errors);
                     if matches!(e, LinkError::Timeout(_)) {
-                        self.counters.bump(&self.counters.modbus_timeouts);
+                        counters.bump(&counters.modbus_timeouts);
                     }
                     if was_online {
                         warn!(device = %d.name, error = %e, "Device stopped answering.");
@@ -441,57 +664,56 @@ impl DeviceTask {
             }
         }
         if online && !was_online {
-            info!(device = %d.name, points = values.len(), "Device answers.");
+            info!(device = %d.name, points = values.len(), pending = self.desired.open_requests(), "Device answers.");
         }
+        self.reachable = online;
         let state = DeviceState {
             online,
             values: if online { values } else { BTreeMap::new() },
             ts: Some(Utc::now()),
             error,
         };
-        if let Ok(mut s) = self.state.lock() {
+        if let Ok(mut s) = self.task.state.lock() {
             *s = state.clone();
         }
-        (self.on_state)(&d.name, &state);
+        (self.task.on_state)(&d.name, &state);
     }
 
-    async fn write(
-        &self,
-        link: &mut ModbusLink,
-        writes: &[PlannedWrite],
-    ) -> Result<(), WriteError> {
-        let d = &self.config;
-        for w in writes {
-            let r = match &w.op {
-                WriteOp::Registers(addr, words) => link.write_registers(*addr, words.clone()).await,
-                WriteOp::Coil(addr, on) => link.write_coil(*addr, *on).await,
-            };
-            match r {
-                Ok(Ok(())) => {
-                    self.counters.bump(&self.counters.writes_ok);
-                    info!(device = %d.name, point = %w.point, value = w.value, "Point written.");
-                }
-                Ok(Err(exc)) => {
-                    self.counters.bump(&self.counters.writes_failed);
-                    self.counters.bump(&self.counters.modbus_exceptions);
-                    warn!(device = %d.name, point = %w.point, exception = ?exc, "Device refused a write.");
-                    return Err(WriteError::Exception {
-                        device: d.name.clone(),
-                        point: w.point.clone(),
-                        exception: format!("{exc:?}"),
-                    });
-                }
-                Err(source) => {
-                    self.counters.bump(&self.counters.writes_failed);
-                    warn!(device = %d.name, point = %w.point, error = %source, "Write did not reach the device.");
-                    return Err(WriteError::Link {
-                        device: d.name.clone(),
-                        source,
-                    });
-                }
+    /// One checked write (FC 6/16 or FC 5), counted.
+    async fn write(&mut self, w: &PlannedWrite) -> Result<(), WriteError> {
+        let d = &self.task.config;
+        let c = &self.task.counters;
+        let r = match &w.op {
+            WriteOp::Registers(addr, words) => {
+                self.link.write_registers(*addr, words.clone()).await
+            }
+            WriteOp::Coil(addr, on) => self.link.write_coil(*addr, *on).await,
+        };
+        match r {
+            Ok(Ok(())) => {
+                c.bump(&c.writes_ok);
+                info!(device = %d.name, point = %w.point, value = w.value, "Point written.");
+                Ok(())
+            }
+            Ok(Err(exc)) => {
+                c.bump(&c.writes_failed);
+                c.bump(&c.modbus_exceptions);
+                warn!(device = %d.name, point = %w.point, exception = ?exc, "Device refused a write.");
+                Err(WriteError::Exception {
+                    device: d.name.clone(),
+                    point: w.point.clone(),
+                    exception: format!("{exc:?}"),
+                })
+            }
+            Err(source) => {
+                c.bump(&c.writes_failed);
+                warn!(device = %d.name, point = %w.point, error = %source, "Write did not reach the device; it stays pending.");
+                Err(WriteError::Link {
+                    device: d.name.clone(),
+                    source,
+                })
             }
         }
-        Ok(())
     }
 }
 

@@ -10,7 +10,10 @@
 //!   ([`registers::coalesce`]).
 //! - [`modbus::ModbusLink`]: one device connection with a timeout on every
 //!   call and reconnection with backoff.
-//! - [`device`]: the poller and the checked write path ([`device::plan_writes`]).
+//! - [`device`]: the poller and the checked write path ([`device::plan_request`]).
+//! - [`desired`]: the desired state of a device's points: pending writes,
+//!   supersession, expiry and the per-point rate limit, answered on
+//!   `facility/<device>/set/result`.
 //! - [`consumer`]: demand in, the [`consumer::DemandEstimator`] for
 //!   climate-only greenhouses, the stale fallback.
 //! - [`server`]: the read-out Modbus server and its [`server::REGISTER_MAP`].
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub mod bridge;
 pub mod config;
 pub mod consumer;
+pub mod desired;
 pub mod device;
 pub mod ha;
 pub mod modbus;
@@ -33,6 +37,7 @@ pub mod server;
 
 pub use bridge::{Bridge, BridgeHandle, HeatMeterReading};
 pub use config::{ConfigError, SiteConfig};
+pub use device::WriteAccepted;
 
 /// Errors of the running bridge and its typed API.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +84,31 @@ pub struct Counters {
     pub modbus_exceptions: AtomicU64,
     /// Malformed MQTT payloads.
     pub malformed_payloads: AtomicU64,
-    /// Writes done.
+    /// Points written (one request may write several).
     pub writes_ok: AtomicU64,
     /// Writes refused by the checks (nothing sent).
     pub writes_refused: AtomicU64,
-    /// Writes that passed the checks but failed at the device.
+    /// Write attempts that passed the checks but failed at the device
+    /// (an exception, or no answer: such a write stays pending).
     pub writes_failed: AtomicU64,
     /// Consumers that went stale.
     pub stale_events: AtomicU64,
     /// MQTT connection errors.
     pub mqtt_errors: AtomicU64,
+    /// Requests answered `applied`.
+    pub writes_applied: AtomicU64,
+    /// Requests answered `pending` (the device was down or the rate limit held them).
+    pub writes_pending: AtomicU64,
+    /// Of the pending ones, those held by `min_write_interval_s`.
+    pub writes_rate_limited: AtomicU64,
+    /// Requests answered `expired` (superseded or past `write_expiry_s`).
+    pub writes_expired: AtomicU64,
+    /// Of the expired ones, those superseded by a newer write to the point.
+    pub writes_superseded: AtomicU64,
+    /// Requests answered `refused` because the device raised an exception.
+    pub writes_refused_by_device: AtomicU64,
+    /// Consumer `supply_temp_c` values ignored: from a consumer not listed in `[[consumers]]`, or dropped when its demand went stale.
+    pub supply_temps_ignored: AtomicU64,
 }
 
 /// A copy of [`Counters`] (same fields, same meaning).
@@ -102,16 +122,31 @@ pub struct CounterSnapshot {
     pub modbus_exceptions: u64,
     /// Malformed MQTT payloads.
     pub malformed_payloads: u64,
-    /// Writes done.
+    /// Points written (one request may write several).
     pub writes_ok: u64,
     /// Writes refused by the checks (nothing sent).
     pub writes_refused: u64,
-    /// Writes that passed the checks but failed at the device.
+    /// Write attempts that passed the checks but failed at the device
+    /// (an exception, or no answer: such a write stays pending).
     pub writes_failed: u64,
     /// Consumers that went stale.
     pub stale_events: u64,
     /// MQTT connection errors.
     pub mqtt_errors: u64,
+    /// Requests answered `applied`.
+    pub writes_applied: u64,
+    /// Requests answered `pending` (the device was down or the rate limit held them).
+    pub writes_pending: u64,
+    /// Of the pending ones, those held by `min_write_interval_s`.
+    pub writes_rate_limited: u64,
+    /// Requests answered `expired` (superseded or past `write_expiry_s`).
+    pub writes_expired: u64,
+    /// Of the expired ones, those superseded by a newer write to the point.
+    pub writes_superseded: u64,
+    /// Requests answered `refused` because the device raised an exception.
+    pub writes_refused_by_device: u64,
+    /// Consumer `supply_temp_c` values ignored: from a consumer not listed in `[[consumers]]`, or dropped when its demand went stale.
+    pub supply_temps_ignored: u64,
 }
 
 impl Counters {
@@ -132,6 +167,13 @@ impl Counters {
             writes_failed: g(&self.writes_failed),
             stale_events: g(&self.stale_events),
             mqtt_errors: g(&self.mqtt_errors),
+            writes_applied: g(&self.writes_applied),
+            writes_pending: g(&self.writes_pending),
+            writes_rate_limited: g(&self.writes_rate_limited),
+            writes_expired: g(&self.writes_expired),
+            writes_superseded: g(&self.writes_superseded),
+            writes_refused_by_device: g(&self.writes_refused_by_device),
+            supply_temps_ignored: g(&self.supply_temps_ignored),
         }
     }
 }

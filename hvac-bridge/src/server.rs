@@ -53,6 +53,19 @@ pub struct Figures {
     pub devices_online: u32,
     /// Consumers whose demand is stale now.
     pub consumers_stale: u32,
+    /// Counter: write requests answered `applied`.
+    pub writes_applied: u32,
+    /// Counter: write requests answered `pending` (device down, or held by
+    /// the rate limit).
+    pub writes_pending: u32,
+    /// Counter: write requests answered `expired` (superseded, or past
+    /// `write_expiry_s`).
+    pub writes_expired: u32,
+    /// Counter: write requests refused by a device exception.
+    pub writes_refused_by_device: u32,
+    /// Counter: consumer supply temperatures ignored (consumer not
+    /// configured, or its demand went stale).
+    pub supply_temps_ignored: u32,
 }
 
 /// A register-map entry.
@@ -97,6 +110,11 @@ pub const REGISTER_MAP: &[RegisterDef] = &[
     reg!(22, stale_events, U32, "count"),
     reg!(24, devices_online, U32, "count"),
     reg!(26, consumers_stale, U32, "count"),
+    reg!(28, writes_applied, U32, "count"),
+    reg!(30, writes_pending, U32, "count"),
+    reg!(32, writes_expired, U32, "count"),
+    reg!(34, writes_refused_by_device, U32, "count"),
+    reg!(36, supply_temps_ignored, U32, "count"),
 ];
 
 /// Registers in the map.

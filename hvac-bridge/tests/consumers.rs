@@ -281,3 +281,47 @@ async fn the_bridge_reconnects_and_resubscribes_after_a_broker_restart() {
     eventually("it power", SOON, || h.figures().it_power_kw == 1.5).await;
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto"]
+async fn a_supply_temperature_is_taken_only_from_a_configured_fresh_consumer() {
+    let Rig {
+        broker: _broker,
+        bridge,
+        h,
+        topics: t,
+        w,
+    } = Rig::start("c8", CONSUMERS).await;
+    let wants_55 = format!(
+        r#"{{"ts":"{}","demand_kw":20,"supply_temp_c":55}}"#,
+        chrono::Utc::now().to_rfc3339()
+    );
+    w.publish(&t.consumer_demand("gh1"), &wants_55).await;
+    w.publish(&t.consumer_demand("stranger"), &wants_55).await;
+    eventually("both demands received", SOON, || {
+        h.demand("gh1").is_some_and(|d| d.demand_kw == 20.0)
+            && h.demand("stranger").is_some_and(|d| d.demand_kw == 20.0)
+    })
+    .await;
+    assert_eq!(h.demand("gh1").unwrap().supply_temp_c, Some(55.0));
+    let stranger = h.demand("stranger").unwrap();
+    assert_eq!(stranger.supply_temp_c, None, "not in [[consumers]]");
+    assert_eq!(
+        stranger.source,
+        DemandSource::Reported,
+        "its demand still counts"
+    );
+    assert_eq!(h.counters().supply_temps_ignored, 1);
+    // gh1 goes stale after 3 s: its supply temperature no longer steers.
+    eventually("gh1 stale", SOON, || {
+        h.demand("gh1")
+            .is_some_and(|d| d.source == DemandSource::Fallback)
+    })
+    .await;
+    assert_eq!(h.demand("gh1").unwrap().supply_temp_c, None);
+    eventually("the stale one counted", SOON, || {
+        h.counters().supply_temps_ignored == 2
+    })
+    .await;
+    bridge.shutdown().await;
+}

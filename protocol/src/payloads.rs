@@ -19,7 +19,7 @@ pub const MAX_LEASE_S: f64 = 86_400.0;
 /// Largest heat figure accepted from a consumer (kW): 1 GW.
 pub const MAX_PLAUSIBLE_KW: f64 = 1.0e6;
 /// Most VMs one telemetry message or cap may name.
-pub const MAX_VMS: usize = 4096;
+pub const MAX_VMS: usize = 1024;
 /// Most vCPUs (or CPU cores of quota) one VM may have.
 pub const MAX_VM_VCPUS: f64 = 4096.0;
 
@@ -155,7 +155,10 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     if id == "." || id == ".." {
         return Err(format!("VM id {id:?} is a path component"));
     }
-    if id.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) {
+    if id
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!(
             "VM id {id:?} holds a backslash, whitespace or a control character"
         ));
@@ -163,8 +166,16 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_vm_telemetry(i: usize, vm: &VmTelemetry) -> Result<(), PayloadError> {
-    let f = |name: &str| format!("vms[{i}].{name}");
+impl VmTelemetry {
+    /// Check one VM's figures on their own (field names start with `vm.`),
+    /// so a sender can leave out one odd VM instead of the whole message.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        check_vm_telemetry("vm", self)
+    }
+}
+
+fn check_vm_telemetry(prefix: &str, vm: &VmTelemetry) -> Result<(), PayloadError> {
+    let f = |name: &str| format!("{prefix}.{name}");
     check_vm_id(&vm.id).map_err(|p| PayloadError::invalid(f("id"), p))?;
     if let Some(v) = vm.vcpus {
         check_range(&f("vcpus"), f64::from(v), 0.0, MAX_VM_VCPUS)?;
@@ -186,7 +197,7 @@ fn check_vms(vms: &[VmTelemetry]) -> Result<(), PayloadError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, vm) in vms.iter().enumerate() {
-        check_vm_telemetry(i, vm)?;
+        check_vm_telemetry(&format!("vms[{i}]"), vm)?;
         if !seen.insert(vm.id.as_str()) {
             return Err(PayloadError::invalid(
                 format!("vms[{i}].id"),
@@ -323,7 +334,8 @@ mod vm_tests {
 
     #[test]
     fn a_cap_with_vm_quotas_and_an_epoch_round_trips() {
-        let cap = cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
+        let cap =
+            cap_with(r#","epoch":1767225600000,"vm_cpu_cores":{"web1":2.5,"100":0}"#).unwrap();
         assert_eq!(cap.epoch, Some(1_767_225_600_000));
         let vms = cap.vm_cpu_cores.clone().unwrap();
         assert_eq!((vms["web1"], vms["100"]), (2.5, 0.0));
@@ -356,7 +368,10 @@ mod vm_tests {
         ];
         for (extra, needle) in cases {
             let err = cap_with(extra).unwrap_err().to_string();
-            assert!(err.contains(needle), "{extra}: {err} should mention {needle}");
+            assert!(
+                err.contains(needle),
+                "{extra}: {err} should mention {needle}"
+            );
         }
     }
 
@@ -574,5 +589,138 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cpu_util"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Facility write results (DESIGN.md §4.8)
+// ---------------------------------------------------------------------------
+
+/// Most entries a write request (and so its result) may carry.
+pub const MAX_WRITE_POINTS: usize = 256;
+/// Longest `reason` accepted in a [`WriteResult`], bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// The outcome of one `facility/<device>/set` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// Written to the device (final).
+    Applied,
+    /// Refused: by the bridge's checks, or by the device with an exception
+    /// (final; nothing of the request was written, or the device refused it).
+    Refused,
+    /// Kept as the wanted value: the device is down, or the point was
+    /// written too recently; a final result follows.
+    Pending,
+    /// Dropped without being written: superseded by a newer write to the
+    /// same point, or not applied within `write_expiry_s` (final).
+    Expired,
+}
+
+impl WriteStatus {
+    /// Whether no other result follows this one for the same request.
+    pub fn is_final(self) -> bool {
+        self != WriteStatus::Pending
+    }
+}
+
+/// Result of a facility write, `facility/<device>/set/result`, bridge → all;
+/// QoS 1, not retained. Every request gets exactly one final result
+/// (`applied`, `refused` or `expired`), preceded by one `pending` when it had
+/// to wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteResult {
+    /// When the bridge decided this outcome.
+    pub ts: DateTime<Utc>,
+    /// The request as received, `{point: value}` (its `ts` key left out);
+    /// empty when the payload was not a JSON object.
+    pub request: serde_json::Map<String, serde_json::Value>,
+    /// The `ts` the requester put in the request, echoed to help it match
+    /// results to requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ts: Option<DateTime<Utc>>,
+    /// The outcome.
+    pub status: WriteStatus,
+    /// Why (names the point where one is to blame); absent on a plain
+    /// `applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Payload for WriteResult {
+    fn validate(&self) -> Result<(), PayloadError> {
+        if self.request.len() > MAX_WRITE_POINTS {
+            return Err(PayloadError::invalid(
+                "request",
+                format!("more than {MAX_WRITE_POINTS} points"),
+            ));
+        }
+        if self.request.is_empty() && self.status != WriteStatus::Refused {
+            return Err(PayloadError::invalid(
+                "request",
+                "empty, but only a refused request may be",
+            ));
+        }
+        match &self.reason {
+            Some(r) if r.len() > MAX_REASON_LEN => Err(PayloadError::invalid(
+                "reason",
+                format!("longer than {MAX_REASON_LEN} bytes"),
+            )),
+            None if matches!(self.status, WriteStatus::Refused | WriteStatus::Expired) => Err(
+                PayloadError::invalid("reason", "required when the status is refused or expired"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_result_tests {
+    use super::*;
+
+    #[test]
+    fn a_write_result_round_trips_with_its_status_in_snake_case() {
+        let json = br#"{"ts":"2026-01-15T06:00:00Z","request":{"supply_setpoint_c":45.5},
+            "request_ts":"2026-01-15T05:59:59Z","status":"pending","reason":"device `hp` is down"}"#;
+        let r: WriteResult = decode(json).unwrap();
+        assert_eq!(r.status, WriteStatus::Pending);
+        assert!(!r.status.is_final());
+        assert_eq!(r.request["supply_setpoint_c"], 45.5);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""status":"pending""#), "{text}");
+        assert_eq!(decode::<WriteResult>(text.as_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn bad_write_results_name_the_field() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"done"}"#,
+                "malformed",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{},"status":"applied"}"#,
+                "request",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"expired"}"#,
+                "reason",
+            ),
+            (
+                br#"{"ts":"2026-01-15T06:00:00Z","request":{"a":1},"status":"applied","extra":1}"#,
+                "malformed",
+            ),
+        ];
+        for (payload, needle) in cases {
+            let err = decode::<WriteResult>(payload).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let refused_malformed: WriteResult = decode(
+            br#"{"ts":"2026-01-15T06:00:00Z","request":{},"status":"refused","reason":"malformed set payload"}"#,
+        )
+        .unwrap();
+        assert!(refused_malformed.status.is_final());
     }
 }

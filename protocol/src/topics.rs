@@ -70,6 +70,12 @@ impl Topics {
         format!("{}/facility/{device}/set", self.root())
     }
 
+    /// `…/facility/<device>/set/result` — bridge → all, QoS 1, not
+    /// retained: the outcome of every `set` request (DESIGN.md §4.8).
+    pub fn facility_set_result(&self, device: &str) -> String {
+        format!("{}/facility/{device}/set/result", self.root())
+    }
+
     /// `…/controller/status` — controller, retained, last will `offline`.
     pub fn controller_status(&self) -> String {
         format!("{}/controller/status", self.root())
@@ -124,6 +130,7 @@ impl Topics {
             ["consumer", id, "offer"] => Some(TopicKind::ConsumerOffer(id)),
             ["facility", id, "state"] => Some(TopicKind::FacilityState(id)),
             ["facility", id, "set"] => Some(TopicKind::FacilitySet(id)),
+            ["facility", id, "set", "result"] => Some(TopicKind::FacilitySetResult(id)),
             ["controller", "status"] => Some(TopicKind::ControllerStatus),
             ["bridge", "status"] => Some(TopicKind::BridgeStatus),
             _ => None,
@@ -150,6 +157,8 @@ pub enum TopicKind<'a> {
     FacilityState(&'a str),
     /// Write request to a facility device.
     FacilitySet(&'a str),
+    /// Outcome of a write request to a facility device.
+    FacilitySetResult(&'a str),
     /// Online/offline status of the controller.
     ControllerStatus,
     /// Online/offline status of the facility bridge.
@@ -193,6 +202,14 @@ mod tests {
         assert_eq!(
             t.parse(&t.facility_set("hp")),
             Some(TopicKind::FacilitySet("hp"))
+        );
+        assert_eq!(
+            t.facility_set_result("hp"),
+            "phoenix/v1/s/facility/hp/set/result"
+        );
+        assert_eq!(
+            t.parse(&t.facility_set_result("hp")),
+            Some(TopicKind::FacilitySetResult("hp"))
         );
         assert_eq!(t.parse("phoenix/v1/other/node/n7/telemetry"), None);
         assert_eq!(t.parse("phoenix/v1/s/node/n7/telemetry/extra"), None);

@@ -67,7 +67,9 @@ impl VmPattern {
         let dir_ok = !dir.is_empty()
             && !dir.starts_with('/')
             && !dir.contains(['*', '{', '}'])
-            && dir.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            && dir
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
         if !dir_ok {
             return Err(format!(
                 "{text:?}: the directory must be a plain relative path (no *, {{id}}, . or ..)"
@@ -111,7 +113,9 @@ impl VmPattern {
     /// The id `name` (already unescaped) holds, if it matches.
     pub fn id_in(&self, name: &str) -> Option<String> {
         let mut id = None;
-        match_from(&self.tokens, name, &mut id).then_some(id).flatten()
+        match_from(&self.tokens, name, &mut id)
+            .then_some(id)
+            .flatten()
     }
 }
 
@@ -302,8 +306,7 @@ impl CpuMax {
 
     /// The quota in cores (`None` when unlimited).
     pub fn cores(&self) -> Option<f64> {
-        self.quota_us
-            .map(|q| q as f64 / self.period_us as f64)
+        self.quota_us.map(|q| q as f64 / self.period_us as f64)
     }
 
     /// The quota for `cores` with this period: `cores × period`, at least
@@ -443,7 +446,10 @@ mod tests {
             libvirt.id_in("machine-qemu-3-web-1.scope").as_deref(),
             Some("web-1")
         );
-        assert_eq!(libvirt.id_in("machine-qemu-12-db.scope").as_deref(), Some("db"));
+        assert_eq!(
+            libvirt.id_in("machine-qemu-12-db.scope").as_deref(),
+            Some("db")
+        );
         assert_eq!(libvirt.id_in("machine-lxc-3-c1.scope"), None);
         assert_eq!(libvirt.id_in("machine-qemu-3-.scope"), None, "an empty id");
         let proxmox = pat(DEFAULT_PATTERNS[1]);
@@ -481,8 +487,16 @@ mod tests {
         let at = |cores, vcpus| CpuMax::for_cores(cores, vcpus, 100_000, 0.01).to_string();
         assert_eq!(at(2.5, Some(4)), "250000 100000");
         assert_eq!(at(9.0, Some(4)), "400000 100000", "clamped to the vCPUs");
-        assert_eq!(at(0.0, Some(4)), "1000 100000", "0 cores is the floor, never 0");
-        assert_eq!(at(9.0, None), "900000 100000", "no ceiling when vCPUs are unknown");
+        assert_eq!(
+            at(0.0, Some(4)),
+            "1000 100000",
+            "0 cores is the floor, never 0"
+        );
+        assert_eq!(
+            at(9.0, None),
+            "900000 100000",
+            "no ceiling when vCPUs are unknown"
+        );
         let coarse = CpuMax::for_cores(0.0, Some(2), 100_000, 0.1);
         assert_eq!(coarse.quota_us, Some(10_000), "the configured floor");
     }

@@ -317,7 +317,8 @@ mod tests {
         assert!(err.to_string().contains("caps.min_cap_w"), "{err}");
         let err = AgentConfig::from_toml("[caps]\nmax_lease_s = 1e9\n").unwrap_err();
         assert!(err.to_string().contains("caps.max_lease_s"), "{err}");
-        let err = AgentConfig::from_toml("[vms]\npatterns = [\"qemu.slice/*.scope\"]\n").unwrap_err();
+        let err =
+            AgentConfig::from_toml("[vms]\npatterns = [\"qemu.slice/*.scope\"]\n").unwrap_err();
         assert!(err.to_string().contains("vms.patterns"), "{err}");
         let ok = AgentConfig::from_toml("[caps]\nsafe_cap_w = 250\n").unwrap();
         assert_eq!(ok.caps.safe_cap_w, Some(250.0));

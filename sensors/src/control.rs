@@ -661,7 +661,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Controller::new(cfg(), caps());
         fresh(&mut c, t0, t0, cmd(5, Some(400.0), 10.0));
-        let again = fresh(&mut c, t0, t0 + Duration::from_secs(1), cmd(5, Some(200.0), 10.0));
+        let again = fresh(
+            &mut c,
+            t0,
+            t0 + Duration::from_secs(1),
+            cmd(5, Some(200.0), 10.0),
+        );
         assert_eq!(
             again,
             CommandOutcome::Ignored {
@@ -669,7 +674,12 @@ mod tests {
                 last_seq: 5
             }
         );
-        let older = fresh(&mut c, t0, t0 + Duration::from_secs(1), cmd(4, Some(200.0), 10.0));
+        let older = fresh(
+            &mut c,
+            t0,
+            t0 + Duration::from_secs(1),
+            cmd(4, Some(200.0), 10.0),
+        );
         assert!(matches!(older, CommandOutcome::Ignored { seq: 4, .. }));
         assert_eq!(c.targets().server_cap_w, Some(400.0));
         // The duplicate did not renew the lease either.
@@ -693,7 +703,12 @@ mod tests {
         let t = c.targets();
         assert_eq!((t.cpu_w, t.server_cap_w), (None, None));
         // After the lease lapsed, a controller restarted at seq 0 is obeyed.
-        let out = fresh(&mut c, t0, t0 + Duration::from_secs(3), cmd(0, Some(300.0), 2.0));
+        let out = fresh(
+            &mut c,
+            t0,
+            t0 + Duration::from_secs(3),
+            cmd(0, Some(300.0), 2.0),
+        );
         assert!(matches!(out, CommandOutcome::Accepted { seq: 0, .. }));
     }
 
@@ -723,7 +738,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Controller::new(cfg(), caps());
         fresh(&mut c, t0, t0, cmd(1, Some(300.0), 2.0));
-        fresh(&mut c, t0, t0 + Duration::from_millis(1500), cmd(2, Some(300.0), 2.0));
+        fresh(
+            &mut c,
+            t0,
+            t0 + Duration::from_millis(1500),
+            cmd(2, Some(300.0), 2.0),
+        );
         assert_eq!(c.tick(t0 + Duration::from_millis(3000)), None);
         assert!(c.tick(t0 + Duration::from_millis(3500)).is_some());
     }
@@ -860,15 +880,27 @@ mod tests {
         // 450 − 40 platform − 300 GPU.
         assert_eq!(c.targets().cpu_w, Some(110.0));
         // The old epoch is refused now, whatever its seq.
-        let back = refused(fresh(&mut c, t0, t1, with(u64::MAX, now_ms - 60_000, 500.0)));
+        let back = refused(fresh(
+            &mut c,
+            t0,
+            t1,
+            with(u64::MAX, now_ms - 60_000, 500.0),
+        ));
         assert!(matches!(back, Refusal::OldEpoch { .. }), "{back}");
         // Without an epoch counts as epoch 0.
         let none = refused(fresh(&mut c, t0, t1, cmd(u64::MAX, Some(100.0), 600.0)));
         assert!(matches!(none, Refusal::OldEpoch { epoch: 0, .. }), "{none}");
         // An epoch from the future cannot be used to lock the agent.
         let future = refused(fresh(&mut c, t0, t1, with(1, now_ms + 3_600_000, 100.0)));
-        assert!(matches!(future, Refusal::EpochFromTheFuture { .. }), "{future}");
-        assert_eq!(c.targets().cpu_w, Some(110.0), "still the real controller's");
+        assert!(
+            matches!(future, Refusal::EpochFromTheFuture { .. }),
+            "{future}"
+        );
+        assert_eq!(
+            c.targets().cpu_w,
+            Some(110.0),
+            "still the real controller's"
+        );
         // Within the epoch, seq still orders.
         let dup = fresh(&mut c, t0, t1, with(now_ms, now_ms, 200.0));
         assert!(matches!(dup, CommandOutcome::Ignored { .. }), "{dup:?}");

@@ -178,7 +178,13 @@ impl FakeSysfs {
     /// `cpu.stat` (`usage_usec`), `memory.max` and `memory.current`, and
     /// `vcpus` libvirt vCPU directories (none for 0). Returns the scope's
     /// path relative to the root.
-    pub fn vm_scope(&self, scope: &str, vcpus: u32, cpu_max: &str, mem: Option<(u64, u64)>) -> String {
+    pub fn vm_scope(
+        &self,
+        scope: &str,
+        vcpus: u32,
+        cpu_max: &str,
+        mem: Option<(u64, u64)>,
+    ) -> String {
         let base = format!("{CGROUP}/{scope}");
         self.write(&format!("{base}/cpu.max"), cpu_max);
         self.set_vm_usage(&base, 0);

@@ -281,7 +281,13 @@ async fn gpu_caps_reach_the_gpu_within_its_constraints() {
         .next_matching(&topics().node_status(NODE), 5 * SECOND, |p| p == b"online")
         .await
         .is_some());
-    let cmd = cap_json_at(1, Some(400.0), 10.0, chrono::Utc::now(), r#","gpu_caps_w":[50]"#);
+    let cmd = cap_json_at(
+        1,
+        Some(400.0),
+        10.0,
+        chrono::Utc::now(),
+        r#","gpu_caps_w":[50]"#,
+    );
     peer.publish(&topics().node_cap(NODE), cmd).await;
     assert!(eventually(SECOND, || gpu.device(0).limit_mw == 100_000).await);
     // CPU: 400 − 40 − 100 (the GPU's clamped cap) = 260 W → 130 W each.
@@ -415,7 +421,13 @@ async fn vm_quotas_reach_cpu_max_until_the_lease_ends_and_telemetry_carries_the_
     assert_eq!((vms[0].id.as_str(), vms[0].vcpus), ("web1", Some(4)));
     assert_eq!(vms[0].mem_gib, Some(8.0));
     assert!(vms[0].cpu_s.is_some_and(|s| s >= 1.0), "{vms:?}");
-    let cmd = cap_json_at(1, None, 1.5, chrono::Utc::now(), r#","vm_cpu_cores":{"web1":2.5}"#);
+    let cmd = cap_json_at(
+        1,
+        None,
+        1.5,
+        chrono::Utc::now(),
+        r#","vm_cpu_cores":{"web1":2.5}"#,
+    );
     peer.publish(&topics().node_cap(NODE), cmd).await;
     assert!(
         eventually(SECOND, || fake.read_text(&web_max) == "250000 100000").await,
@@ -424,13 +436,22 @@ async fn vm_quotas_reach_cpu_max_until_the_lease_ends_and_telemetry_carries_the_
     );
     // The original is in the state file while the quota holds.
     let state = std::fs::read_to_string(dir.path().join("agent-state.json")).unwrap();
-    assert!(state.contains("vm_cpu_max") && state.contains("web1"), "{state}");
+    assert!(
+        state.contains("vm_cpu_max") && state.contains("web1"),
+        "{state}"
+    );
     assert!(
         eventually(3 * SECOND, || fake.read_text(&web_max) == "max 100000").await,
         "restored on lease expiry"
     );
     // Again, and this time the agent exits while it holds.
-    let cmd = cap_json_at(2, None, 30.0, chrono::Utc::now(), r#","vm_cpu_cores":{"web1":1}"#);
+    let cmd = cap_json_at(
+        2,
+        None,
+        30.0,
+        chrono::Utc::now(),
+        r#","vm_cpu_cores":{"web1":1}"#,
+    );
     peer.publish(&topics().node_cap(NODE), cmd).await;
     assert!(eventually(SECOND, || fake.read_text(&web_max) == "100000 100000").await);
     agent.stop().await.unwrap();
@@ -444,10 +465,28 @@ async fn stale_future_and_over_long_caps_are_refused_and_change_nothing() {
     let (_broker, fake, _dir, agent, peer) = setup(|_| {}).await;
     let now = chrono::Utc::now();
     let refused = [
-        cap_json_at(1, Some(200.0), 10.0, now - chrono::Duration::seconds(11), ""),
-        cap_json_at(2, Some(200.0), 10.0, now + chrono::Duration::seconds(60), ""),
+        cap_json_at(
+            1,
+            Some(200.0),
+            10.0,
+            now - chrono::Duration::seconds(11),
+            "",
+        ),
+        cap_json_at(
+            2,
+            Some(200.0),
+            10.0,
+            now + chrono::Duration::seconds(60),
+            "",
+        ),
         cap_json(3, Some(200.0), 86_400.0),
-        cap_json_at(4, Some(200.0), 10.0, now, &format!(r#","epoch":{}"#, now.timestamp_millis() + 3_600_000)),
+        cap_json_at(
+            4,
+            Some(200.0),
+            10.0,
+            now,
+            &format!(r#","epoch":{}"#, now.timestamp_millis() + 3_600_000),
+        ),
     ];
     for p in &refused {
         peer.publish(&topics().node_cap(NODE), p.clone()).await;
@@ -480,7 +519,12 @@ async fn a_retained_cap_is_refused_when_the_agent_subscribes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fake = rapl_server();
     let dir = tempfile::tempdir().unwrap();
-    let agent = start(broker.url(), &fake, test_config(dir.path()), Err("no GPU".into()));
+    let agent = start(
+        broker.url(),
+        &fake,
+        test_config(dir.path()),
+        Err("no GPU".into()),
+    );
     assert!(eventually(5 * SECOND, || agent.count(|s| &s.caps_refused) == 1).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.read(RAPL0), RAPL_ORIGINAL_UW);

@@ -41,7 +41,10 @@ fn host() -> (FakeSysfs, String, String) {
         &format!("{CGROUP}/machine.slice/systemd-nspawn@c1.service/cpu.stat"),
         "usage_usec 5",
     );
-    fake.write(&format!("{CGROUP}/qemu.slice/100.slice/cpu.stat"), "usage_usec 5");
+    fake.write(
+        &format!("{CGROUP}/qemu.slice/100.slice/cpu.stat"),
+        "usage_usec 5",
+    );
     (fake, web, pve)
 }
 
@@ -68,7 +71,33 @@ fn libvirt_and_proxmox_vms_are_found_with_vcpus_memory_and_cpu_time() {
     assert_eq!(second[0].cpu_util, Some(0.5));
     assert_eq!(second[1].cpu_util, Some(0.25));
     let probe = node.probe();
-    assert!(probe.vms.iter().any(|v| v.starts_with("web-1 machine.slice/")), "{:?}", probe.vms);
+    assert!(
+        probe
+            .vms
+            .iter()
+            .any(|v| v.starts_with("web-1 machine.slice/")),
+        "{:?}",
+        probe.vms
+    );
+}
+
+#[test]
+fn unbounded_limits_are_reported_as_unknown_not_as_garbage() {
+    let fake = FakeSysfs::new();
+    let web = fake.libvirt_vm(1, "web1", 2, 4);
+    fake.write(&format!("{web}/memory.max"), 9_223_372_036_854_771_712u64);
+    let pve = fake.proxmox_vm(101, "1000000000000 100000");
+    let mut node = open(&fake);
+    let r = node.read(Instant::now());
+    let vms = r.vms.unwrap();
+    assert_eq!(vms.len(), 2, "both reported");
+    assert_eq!((vms[0].mem_gib, vms[0].mem_used_gib), (None, Some(2.0)));
+    assert_eq!(
+        (vms[1].vcpus, vms[1].cpu_quota_cores),
+        (None, None),
+        "{pve}"
+    );
+    assert_eq!(r.vm_skipped_new, 0);
 }
 
 #[test]
@@ -80,17 +109,20 @@ fn patterns_are_configurable() {
     cfg.vms.patterns = vec!["vms.slice/vm-{id}.scope".into()];
     let mut node = Node::open(fake.sysfs(), cfg, no_gpu(), false);
     let vms = node.read(Instant::now()).vms.unwrap();
-    assert_eq!(vms.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), ["db1"]);
+    assert_eq!(
+        vms.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["db1"]
+    );
 }
 
 #[test]
 fn odd_cgroup_entries_are_skipped_and_counted_once_never_fatal() {
     let (fake, _web, _pve) = host();
     let odd = [
-        r"machine-qemu\x2d5\x2dbad\xzz.scope",  // a broken escape
-        r"machine-qemu\x2d6\x2da\x20b.scope",   // "a b": not a VM id
-        r"machine-qemu\x2d7\x2dx\x2fy.scope",   // "x/y": not a topic level
-        r"machine-qemu\x2d8\x2d100.scope",      // id 100 again (Proxmox has it)
+        r"machine-qemu\x2d5\x2dbad\xzz.scope", // a broken escape
+        r"machine-qemu\x2d6\x2da\x20b.scope",  // "a b": not a VM id
+        r"machine-qemu\x2d7\x2dx\x2fy.scope",  // "x/y": not a topic level
+        r"machine-qemu\x2d8\x2d100.scope",     // id 100 again (Proxmox has it)
     ];
     for name in odd {
         fake.vm_scope(&format!("machine.slice/{name}"), 1, "max 100000", None);
@@ -131,15 +163,27 @@ fn a_quota_is_clamped_to_the_vcpus_and_restored_when_removed_and_on_exit() {
     node.apply(&quotas(&[("web-1", 9.0), ("100", 1.5)]));
     assert_eq!(fake.read_text(&web_max), "400000 100000", "at most 4 vCPUs");
     node.apply(&quotas(&[("web-1", 0.0), ("100", 1.5)]));
-    assert_eq!(fake.read_text(&web_max), "1000 100000", "0 cores: the floor, never 0");
+    assert_eq!(
+        fake.read_text(&web_max),
+        "1000 100000",
+        "0 cores: the floor, never 0"
+    );
     // A cap without web-1 lifts its quota; VM 100 keeps its own.
     node.apply(&quotas(&[("100", 1.5)]));
     assert_eq!(fake.read_text(&web_max), "max 100000");
     assert_eq!(fake.read_text(&pve_max), "150000 100000");
-    assert_eq!(node.originals().vm_cpu_max.len(), 1, "web-1 forgotten once restored");
+    assert_eq!(
+        node.originals().vm_cpu_max.len(),
+        1,
+        "web-1 forgotten once restored"
+    );
     let rep = node.restore();
     assert_eq!(rep.errors, Vec::<String>::new());
-    assert_eq!(fake.read_text(&pve_max), "200000 100000", "Proxmox's cpulimit again");
+    assert_eq!(
+        fake.read_text(&pve_max),
+        "200000 100000",
+        "Proxmox's cpulimit again"
+    );
     assert!(node.originals().vm_cpu_max.is_empty());
 }
 

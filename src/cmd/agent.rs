@@ -1,6 +1,6 @@
 //! `phoenix agent --mqtt-url mqtt://HOST:PORT --site S --node N
-//! [--sysfs-root DIR] [--config FILE] [--state-file FILE] [--dry-run]
-//! [--probe]`: the node agent (docs/agent.md).
+//! [--sysfs-root DIR] [--config FILE] [--state-file FILE] [--max-lease-s S]
+//! [--no-vms] [--dry-run] [--probe]`: the node agent (docs/agent.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,13 @@ pub struct Args {
     /// State file holding the original limits (overrides `agent.state_file`).
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Longest cap lease accepted, s (overrides `caps.max_lease_s`).
+    #[arg(long)]
+    max_lease_s: Option<f64>,
+    /// Neither read VMs from cgroup v2 nor set their CPU quotas (overrides
+    /// `vms.enabled`).
+    #[arg(long)]
+    no_vms: bool,
     /// Log what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -55,6 +62,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.state_file {
         config.agent.state_file = path;
     }
+    if let Some(s) = args.max_lease_s {
+        config.caps.max_lease_s = s;
+    }
+    if args.no_vms {
+        config.vms.enabled = false;
+    }
+    config.validate().context("in the agent's flags")?;
     let gpu: Result<Arc<dyn GpuBackend>, String> = if config.gpu.enabled {
         NvmlGpu::init()
             .map(|g| Arc::new(g) as Arc<dyn GpuBackend>)

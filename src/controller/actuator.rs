@@ -24,7 +24,8 @@ use super::config::{ActuatorConfig, ActuatorKind};
 /// Longest id passed to a command, characters.
 pub const MAX_ID_LEN: usize = 128;
 
-/// One thing to do.
+/// One thing to do (JSON in the state database's journal:
+/// `{"kind": "place", "vm": "web1", "to": "s01"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {

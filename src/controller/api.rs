@@ -7,8 +7,15 @@
 //! clear 4xx and a JSON body `{"error": "…"}`; internal failures with a 500
 //! whose detail goes to the log. When a token is configured, every write
 //! (POST, DELETE) needs `Authorization: Bearer <token>`.
+//!
+//! Handlers only read the site state. A write (admit or remove a VM, decide
+//! on a plan) is sent to the control loop as an [`ApiEvent`]; the loop — the
+//! single owner of the state — checks it ([`check_request`]), records it in
+//! the state database, applies it ([`apply_request`]) and answers on the
+//! event's reply channel, so a 201 or 204 means the change is durable.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -20,7 +27,7 @@ use scheduler::model::{Vm, VmKind};
 use scheduler::{PlanError, SolveOptions};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
 use super::state::{PlanStatus, SiteState};
@@ -32,20 +39,81 @@ const OPENAPI_JSON: &str = include_str!("web/openapi.json");
 /// Largest request body accepted (a 1,000-server snapshot is ~3 MB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// What the API asks of the control loop.
+/// How long a write waits for the control loop's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A change the API asks of the control loop.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ApiEvent {
-    /// A VM was admitted (pending placement).
-    VmAdmitted(Vm),
-    /// A VM was removed.
-    VmRemoved(String),
-    /// An operator approved (true) or rejected (false) plan `id`.
-    PlanDecision {
+pub enum ApiRequest {
+    /// Admit a VM (pending placement; its fields already checked).
+    AdmitVm(Vm),
+    /// Remove a VM.
+    RemoveVm(String),
+    /// An operator approves (true) or rejects (false) plan `id`.
+    DecidePlan {
         /// Plan id.
         id: u64,
         /// Approved or rejected.
         approve: bool,
     },
+}
+
+/// A request for the control loop and the channel it answers on.
+#[derive(Debug)]
+pub struct ApiEvent {
+    /// What is asked.
+    pub request: ApiRequest,
+    /// The loop's answer: `Ok` once the change is recorded and applied.
+    pub reply: oneshot::Sender<Result<(), AppError>>,
+}
+
+/// Whether `request` can be applied to `site`: 409 for a VM that exists or
+/// a plan not awaiting approval, 404 for an unknown VM or plan.
+pub fn check_request(site: &SiteState, request: &ApiRequest) -> Result<(), AppError> {
+    match request {
+        ApiRequest::AdmitVm(vm) if site.vms.contains_key(&vm.id) => {
+            Err(AppError::Conflict(format!("vm {} already exists", vm.id)))
+        }
+        ApiRequest::RemoveVm(id) if !site.vms.contains_key(id) => {
+            Err(AppError::NotFound(format!("no vm {id}")))
+        }
+        ApiRequest::DecidePlan { id, .. } => {
+            let rec = site
+                .latest_plan
+                .as_ref()
+                .filter(|p| p.id == *id)
+                .ok_or_else(|| AppError::NotFound(format!("plan {id} is not the latest plan")))?;
+            if rec.status != PlanStatus::AwaitingApproval {
+                return Err(AppError::Conflict(format!(
+                    "plan {id} is not awaiting approval (it is {})",
+                    rec.status.as_str()
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Apply a checked `request` to `site`.
+pub fn apply_request(site: &mut SiteState, request: &ApiRequest) {
+    match request {
+        ApiRequest::AdmitVm(vm) => {
+            site.vms.insert(vm.id.clone(), vm.clone());
+        }
+        ApiRequest::RemoveVm(id) => {
+            site.vms.remove(id);
+        }
+        ApiRequest::DecidePlan { id, approve } => {
+            if let Some(rec) = site.latest_plan.as_mut().filter(|p| p.id == *id) {
+                rec.status = if *approve {
+                    PlanStatus::Applied
+                } else {
+                    PlanStatus::Rejected
+                };
+            }
+        }
+    }
 }
 
 /// Shared state of the API.
@@ -61,6 +129,9 @@ pub struct AppState {
     pub events: mpsc::UnboundedSender<ApiEvent>,
     /// Whether the controller is ready (connected, first plan made).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the controller cannot work now (the state database cannot be
+    /// written): `/readyz` answers 503 with it.
+    pub fault: Arc<RwLock<Option<String>>>,
     /// The facility bridge, whose counters `/metrics` reports (none in
     /// tests that run the API alone).
     pub bridge: Option<hvac_bridge::BridgeHandle>,
@@ -79,6 +150,9 @@ pub enum AppError {
     Conflict(String),
     /// 422: well-formed but cannot be satisfied (infeasible snapshot).
     Unprocessable(String),
+    /// 503: the change cannot be made now (the state database cannot be
+    /// written, or the control loop does not answer).
+    Unavailable(String),
     /// 500: an internal failure (detail logged, not returned).
     Internal(String),
 }
@@ -94,6 +168,7 @@ impl IntoResponse for AppError {
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, m),
             AppError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+            AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "Internal error in an API request.");
                 (
@@ -180,7 +255,14 @@ async fn openapi() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+    let fault = state
+        .fault
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(why) = fault {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+    } else if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -299,21 +381,33 @@ fn check_vm(vm: &Vm) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Ask the control loop to make `request`, and wait for its answer.
+async fn ask(state: &AppState, request: ApiRequest) -> Result<(), AppError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .events
+        .send(ApiEvent { request, reply })
+        .map_err(|_| AppError::Unavailable("the control loop has stopped".into()))?;
+    match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(AppError::Unavailable(
+            "the control loop dropped the request".into(),
+        )),
+        Err(_) => Err(AppError::Unavailable(format!(
+            "the control loop did not answer within {} s; the change may still be made (see GET /api/v1/site)",
+            REPLY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 async fn admit_vm(State(state): State<AppState>, body: String) -> Result<Response, AppError> {
     let de = &mut serde_json::Deserializer::from_str(&body);
     let vm: Vm = serde_path_to_error::deserialize(de).map_err(|e| {
         AppError::BadRequest(format!("malformed VM at `{}`: {}", e.path(), e.inner()))
     })?;
     check_vm(&vm)?;
-    {
-        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
-        if site.vms.contains_key(&vm.id) {
-            return Err(AppError::Conflict(format!("vm {} already exists", vm.id)));
-        }
-        site.vms.insert(vm.id.clone(), vm.clone());
-    }
+    ask(&state, ApiRequest::AdmitVm(vm.clone())).await?;
     tracing::info!(vm = %vm.id, vcpus = vm.vcpus, "VM admitted; it will be placed by the next plan.");
-    let _ = state.events.send(ApiEvent::VmAdmitted(vm.clone()));
     Ok((StatusCode::CREATED, Json(vm)).into_response())
 }
 
@@ -321,49 +415,21 @@ async fn remove_vm(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let removed = {
-        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
-        site.vms.remove(&id)
-    };
-    match removed {
-        Some(_) => {
-            tracing::info!(vm = %id, "VM removed.");
-            let _ = state.events.send(ApiEvent::VmRemoved(id));
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        None => Err(AppError::NotFound(format!("no vm {id}"))),
-    }
+    ask(&state, ApiRequest::RemoveVm(id.clone())).await?;
+    tracing::info!(vm = %id, "VM removed.");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn decide(state: &AppState, id: u64, approve: bool) -> Result<Response, AppError> {
-    {
-        let mut site = state.site.write().unwrap_or_else(|e| e.into_inner());
-        let rec = site
-            .latest_plan
-            .as_mut()
-            .filter(|p| p.id == id)
-            .ok_or_else(|| AppError::NotFound(format!("plan {id} is not the latest plan")))?;
-        if rec.status != PlanStatus::AwaitingApproval {
-            return Err(AppError::Conflict(format!(
-                "plan {id} is not awaiting approval (it is {:?})",
-                rec.status
-            )));
-        }
-        rec.status = if approve {
-            PlanStatus::Applied
-        } else {
-            PlanStatus::Rejected
-        };
-    }
+async fn decide(state: &AppState, id: u64, approve: bool) -> Result<Response, AppError> {
+    ask(state, ApiRequest::DecidePlan { id, approve }).await?;
     tracing::info!(plan = id, approve, "Operator decided on a plan.");
-    let _ = state.events.send(ApiEvent::PlanDecision { id, approve });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn approve(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Response, AppError> {
-    decide(&state, id, true)
+    decide(&state, id, true).await
 }
 
 async fn reject(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Response, AppError> {
-    decide(&state, id, false)
+    decide(&state, id, false).await
 }

@@ -5,6 +5,7 @@
 //! Every table refuses unknown keys, so a typo is an error naming the key.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -45,6 +46,10 @@ pub enum Mode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
+    /// Folder of the state database (VMs and hosts, servers' power states,
+    /// plans and approvals, the action journal): required; it must exist
+    /// and be writable when the controller starts (docs/controller.md).
+    pub state_dir: PathBuf,
     /// Control period, s (one plan per period).
     #[serde(default = "d_period")]
     pub control_period_s: f64,
@@ -384,6 +389,12 @@ impl ControllerConfig {
                 Err(bad(place, format!("{v} must be a positive number")))
             }
         };
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(bad(
+                "state_dir",
+                "must name the folder of the state database",
+            ));
+        }
         finite_pos("control_period_s", self.control_period_s)?;
         if self.horizon_steps == 0 || self.horizon_steps > 2016 {
             return Err(bad("horizon_steps", "must be 1–2016"));
@@ -466,6 +477,7 @@ impl ControllerConfig {
 pub(crate) mod tests {
     /// A small valid controller section: two servers, one loop.
     pub(crate) const TEST_CFG: &str = r#"
+        state_dir = "/var/lib/phoenix"
         control_period_s = 900
         horizon_steps = 4
         node_stale_after_s = 60

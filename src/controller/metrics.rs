@@ -1,8 +1,9 @@
 //! The controller's Prometheus metrics (`/metrics`, OpenMetrics text via
 //! prometheus-client): plan cost and gain over the baseline, heat offered,
 //! demanded and delivered, power and temperatures per node, solve time,
-//! stale nodes, actions by kind and result, and error counters of the
-//! MQTT, Modbus and time-series paths.
+//! stale nodes, actions by kind and result, the state database's health,
+//! and error counters of the MQTT, Modbus, time-series and state-database
+//! paths.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,7 +32,9 @@ pub struct ConsumerLabel {
 /// Label set naming an error source.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
-    /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`.
+    /// What failed: `mqtt`, `modbus`, `payload`, `timeseries`, `actuator`,
+    /// `store` (the state database), `backlog` (agent messages dropped
+    /// while the loop was busy).
     pub source: String,
 }
 
@@ -67,6 +70,14 @@ pub struct Metrics {
     pub plan_failures: Counter,
     /// Rungs of the planning ladder that failed before one planned.
     pub plan_fallbacks: Counter,
+    /// Batch jobs whose work was done (they left the plan).
+    pub batch_jobs_completed: Counter,
+    /// Batch jobs planned against an effective deadline because they can no
+    /// longer make their own (latest period).
+    pub batch_jobs_overdue: Gauge,
+    /// Batch work done, core-hours: measured by the hosts' CPU time, or
+    /// estimated from the grants where a host reports no VM list.
+    pub batch_work_core_h: Family<SourceLabel, Counter<f64, AtomicU64>>,
     /// Heat demand per consumer, kW.
     pub heat_demand_kw: Family<ConsumerLabel, GaugeF>,
     /// Heat offered per consumer, kW.
@@ -93,6 +104,9 @@ pub struct Metrics {
     pub devices_online: Gauge,
     /// Consumers whose demand is stale now.
     pub consumers_stale: Gauge,
+    /// 1 while the state database takes writes, 0 after a failed write
+    /// (until one succeeds again).
+    pub state_store_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -114,6 +128,9 @@ impl Metrics {
             plans: Counter::default(),
             plan_failures: Counter::default(),
             plan_fallbacks: Counter::default(),
+            batch_jobs_completed: Counter::default(),
+            batch_jobs_overdue: Gauge::default(),
+            batch_work_core_h: Family::default(),
             heat_demand_kw: Family::default(),
             heat_offered_kw: Family::default(),
             heat_delivered_kw: GaugeF::default(),
@@ -126,6 +143,7 @@ impl Metrics {
             bridge_events: Family::default(),
             devices_online: Gauge::default(),
             consumers_stale: Gauge::default(),
+            state_store_ok: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,6 +182,21 @@ impl Metrics {
             "plan_fallbacks",
             "Rungs of the planning ladder (relaxed deadlines, pending VMs left waiting, migration budget lifted) that failed before one planned",
             m.plan_fallbacks.clone(),
+        );
+        registry.register(
+            "batch_jobs_completed",
+            "Batch jobs whose work was done (they left the plan)",
+            m.batch_jobs_completed.clone(),
+        );
+        registry.register(
+            "batch_jobs_overdue",
+            "Batch jobs planned against an effective deadline because they can no longer make their own",
+            m.batch_jobs_overdue.clone(),
+        );
+        registry.register(
+            "batch_work_core_h",
+            "Batch work done, core-hours, by source (measured: the hosts' CPU time; estimated: the grants, for hosts without a VM list)",
+            m.batch_work_core_h.clone(),
         );
         registry.register(
             "heat_demand_kw",
@@ -221,6 +254,12 @@ impl Metrics {
             "Consumers whose demand is stale now",
             m.consumers_stale.clone(),
         );
+        registry.register(
+            "state_store_ok",
+            "1 while the state database takes writes, 0 after a failed write",
+            m.state_store_ok.clone(),
+        );
+        m.state_store_ok.set(1);
         Self { registry, ..m }
     }
 
@@ -299,6 +338,11 @@ impl Metrics {
             ("malformed_payload", f.malformed_payloads),
             ("write_refused", f.writes_refused),
             ("consumer_stale", f.stale_events),
+            ("write_applied", f.writes_applied),
+            ("write_pending", f.writes_pending),
+            ("write_expired", f.writes_expired),
+            ("write_refused_by_device", f.writes_refused_by_device),
+            ("supply_temp_ignored", f.supply_temps_ignored),
         ] {
             self.bridge_events
                 .get_or_create(&SourceLabel {

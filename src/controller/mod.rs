@@ -4,6 +4,7 @@
 pub mod actuator;
 pub mod api;
 pub mod apply;
+pub mod batch;
 pub mod config;
 pub mod cycle;
 pub mod execute;
@@ -12,3 +13,4 @@ pub mod nodes;
 pub mod run;
 pub mod snapshot;
 pub mod state;
+pub mod store;

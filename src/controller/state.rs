@@ -2,8 +2,10 @@
 //! show it: nodes with their latest telemetry, VMs admitted, consumers with
 //! their latest demand, the latest plan, and a short history for charts.
 //!
-//! The control loop owns the writes; the API reads a consistent copy under a
-//! read lock and answers from it.
+//! The control loop is the single writer: agent messages, API requests and
+//! action results reach it as events, and it applies them here and to the
+//! state database (`store.rs`). The API reads a consistent copy under a read
+//! lock and answers from it.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -102,6 +104,30 @@ pub enum PlanStatus {
     Rejected,
 }
 
+impl PlanStatus {
+    /// The name used in the API and the state database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Applied => "applied",
+            PlanStatus::DryRun => "dry_run",
+            PlanStatus::AwaitingApproval => "awaiting_approval",
+            PlanStatus::Rejected => "rejected",
+        }
+    }
+
+    /// The status named `s` (as [`PlanStatus::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PlanStatus::Applied,
+            PlanStatus::DryRun,
+            PlanStatus::AwaitingApproval,
+            PlanStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
 /// A plan with its context.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanRecord {
@@ -167,6 +193,9 @@ pub struct SiteState {
     /// The latest actions that did not happen, oldest first (at most
     /// [`FAILED_ACTIONS_LEN`]).
     pub failed_actions: VecDeque<FailedAction>,
+    /// Batch jobs whose work was done, oldest first (at most
+    /// [`super::batch::FINISHED_LEN`]); they left the plan.
+    pub finished: VecDeque<super::batch::FinishedJob>,
 }
 
 impl SiteState {

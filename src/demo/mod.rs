@@ -307,7 +307,15 @@ pub async fn start(opts: &DemoOptions) -> Result<Running, DemoError> {
     let hp_addr = device::serve(heatpump.clone()).await?;
     let hm_addr = device::serve(heatmeter.clone()).await?;
 
-    let text = site_toml(mqtt_port, hp_addr, hm_addr);
+    let state_dir = tempfile::tempdir()
+        .map_err(|e| DemoError::Config(format!("temporary state folder: {e}")))?;
+    let text = site_toml(mqtt_port, hp_addr, hm_addr).replace(
+        "[controller]\n",
+        &format!(
+            "[controller]\nstate_dir = {:?}\n",
+            state_dir.path().display().to_string()
+        ),
+    );
     let site: SiteConfig<ControllerConfig> =
         SiteConfig::from_toml(&text).map_err(|e| DemoError::Config(e.to_string()))?;
     let ctl_cfg = site

@@ -67,6 +67,18 @@ impl PyDevice {
 
 /// The points of `device.py`, as a `[[devices]]` section named `name`.
 pub fn device_section(name: &str, port: u16, role: &str, timeout_ms: u64) -> String {
+    device_section_with(name, port, role, timeout_ms, "")
+}
+
+/// [`device_section`] with more device keys (`keys`, TOML lines such as
+/// `write_expiry_s = 2`).
+pub fn device_section_with(
+    name: &str,
+    port: u16,
+    role: &str,
+    timeout_ms: u64,
+    keys: &str,
+) -> String {
     format!(
         r#"
 [[devices]]
@@ -76,6 +88,7 @@ unit = 1
 poll_ms = 100
 timeout_ms = {timeout_ms}
 role = "{role}"
+{keys}
 
 [[devices.points]]
 name = "supply_setpoint_c"
@@ -252,6 +265,37 @@ impl Watcher {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => panic!("no matching message on {topic} within {within:?}"),
+            }
+        }
+    }
+
+    /// Every message on `topic` up to and including the first whose payload
+    /// satisfies `pred`, in arrival order (others are skipped).
+    pub async fn collect_until(
+        &mut self,
+        topic: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some((t, payload, _))) if t == topic => {
+                    let v = serde_json::from_slice(&payload).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())
+                    });
+                    let done = pred(&v);
+                    seen.push(v);
+                    if done {
+                        return seen;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    panic!("no matching message on {topic} within {within:?}; saw {seen:?}")
+                }
             }
         }
     }

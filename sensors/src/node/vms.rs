@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use protocol::payloads::VmTelemetry;
+use protocol::payloads::{VmTelemetry, MAX_VMS, MAX_VM_VCPUS};
 use tracing::{info, warn};
 
 use super::{step, ApplyReport, Node, Readings, Slot, VmOriginal, GIB};
 use crate::cgroup::{self, CpuMax, Skipped, VmPattern, VmSample, VmScope};
 use crate::state::StateFile;
+
+/// Largest memory limit reported, GiB (the telemetry's bound).
+const MAX_PLAUSIBLE_GIB: f64 = 1.0e6;
 
 impl Node {
     /// Parse the VM patterns and take a first look (for `--probe`).
@@ -86,14 +89,22 @@ impl Node {
         let mut scopes = Vec::new();
         let mut vms = Vec::new();
         for scope in found.scopes {
-            match cgroup::sample(&scope.path) {
-                Ok(sample) => {
-                    vms.push(self.vm_telemetry(&scope, &sample, now));
+            let vm = cgroup::sample(&scope.path)
+                .map_err(|e| e.to_string())
+                .map(|sample| self.vm_telemetry(&scope, &sample, now))
+                .and_then(|vm| vm.validate().map(|()| vm).map_err(|e| e.to_string()));
+            match vm {
+                Ok(_) if vms.len() >= MAX_VMS => skipped.push(Skipped {
+                    path: scope.path.clone(),
+                    reason: format!("more than {MAX_VMS} VMs on this host; not reported"),
+                }),
+                Ok(vm) => {
+                    vms.push(vm);
                     scopes.push(scope);
                 }
-                Err(e) => skipped.push(Skipped {
+                Err(reason) => skipped.push(Skipped {
                     path: scope.path.clone(),
-                    reason: e.to_string(),
+                    reason,
                 }),
             }
         }
@@ -112,22 +123,18 @@ impl Node {
     /// The VM's vCPUs: its `libvirt/vcpu<K>` directories, else the quota of
     /// its `cpu.max` before the agent wrote one, else unknown.
     fn vm_vcpus(&self, scope: &VmScope, current: Option<CpuMax>) -> Option<u32> {
-        let before = self
-            .vm_original(&scope.key)
-            .map(|o| o.cpu_max)
-            .or(current);
+        let before = self.vm_original(&scope.key).map(|o| o.cpu_max).or(current);
         scope.vcpu_dirs.or_else(|| {
             before
                 .and_then(|m| m.cores())
+                .filter(|c| *c <= MAX_VM_VCPUS)
                 .map(|c| c.ceil().max(1.0) as u32)
         })
     }
 
     fn vm_telemetry(&mut self, scope: &VmScope, s: &VmSample, now: Instant) -> VmTelemetry {
         let vcpus = self.vm_vcpus(scope, s.cpu_max);
-        let previous = self
-            .vm_usage
-            .insert(scope.key.clone(), (now, s.usage_usec));
+        let previous = self.vm_usage.insert(scope.key.clone(), (now, s.usage_usec));
         let cpu_util = previous.and_then(|(then, usage)| {
             let dt_us = now.saturating_duration_since(then).as_secs_f64() * 1e6;
             let used_us = s.usage_usec.checked_sub(usage)? as f64;
@@ -137,11 +144,18 @@ impl Node {
         VmTelemetry {
             id: scope.id.clone(),
             vcpus,
-            mem_gib: s.mem_max_bytes.map(|b| b as f64 / GIB),
+            // A limit of exabytes (or thousands of cores) is no limit.
+            mem_gib: s
+                .mem_max_bytes
+                .map(|b| b as f64 / GIB)
+                .filter(|g| *g <= MAX_PLAUSIBLE_GIB),
             mem_used_gib: s.mem_current_bytes.map(|b| b as f64 / GIB),
             cpu_s: Some(s.usage_usec as f64 / 1e6),
             cpu_util,
-            cpu_quota_cores: s.cpu_max.and_then(|m| m.cores()),
+            cpu_quota_cores: s
+                .cpu_max
+                .and_then(|m| m.cores())
+                .filter(|c| *c <= MAX_VM_VCPUS),
         }
     }
 
@@ -201,7 +215,9 @@ impl Node {
         }
         for id in cores.keys() {
             if !scopes.iter().any(|s| &s.id == id)
-                && self.vm_skips_seen.insert(format!("quota for absent VM {id}"))
+                && self
+                    .vm_skips_seen
+                    .insert(format!("quota for absent VM {id}"))
             {
                 warn!(vm = %id, "CPU quota for a VM that is not on this host; ignored.");
             }
