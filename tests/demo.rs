@@ -16,11 +16,13 @@ use serde_json::Value;
 #[derive(Debug, Default)]
 struct Seen {
     reads: usize,
-    /// An off node: (id, its `last_seen` at the first read it was off).
+    /// Off nodes: their `last_seen` at the previous read.
     off_since: BTreeMap<String, Value>,
     /// Off nodes that were still off, not stale, offline, shown at their
     /// `off_w` and had sent nothing since a read one or more periods earlier.
     stopped_reporting: BTreeSet<String>,
+    /// The latest off node read (for the failure message).
+    last_off: Option<Value>,
     /// Off nodes shown at a power other than their `off_w`.
     wrong_power: Vec<String>,
     /// Batch VMs' `work_core_h` at their first read.
@@ -42,20 +44,18 @@ fn look(seen: &mut Seen, site: &Value) {
             seen.off_since.remove(id);
             continue;
         }
+        let mut shown = n.clone();
+        shown["telemetry"] = Value::Null;
+        seen.last_off = Some(shown);
         if n["power_w"].as_f64() != n["off_w"].as_f64() {
             seen.wrong_power
                 .push(format!("{id}: {} vs {}", n["power_w"], n["off_w"]));
         }
-        match seen.off_since.get(id) {
-            None => {
-                seen.off_since.insert(id.clone(), n["last_seen"].clone());
-            }
-            Some(first) => {
-                let quiet = *first == n["last_seen"];
-                if quiet && n["stale"] == false && n["online"] == false {
-                    seen.stopped_reporting.insert(id.clone());
-                }
-            }
+        // Quiet: nothing arrived since the previous read (a period ago).
+        let before = seen.off_since.insert(id.clone(), n["last_seen"].clone());
+        let quiet = before.is_some_and(|b| b == n["last_seen"]);
+        if quiet && n["stale"] == false && n["online"] == false {
+            seen.stopped_reporting.insert(id.clone());
         }
     }
     for (id, vm) in site["vms"].as_object().unwrap_or(&empty) {
