@@ -100,6 +100,9 @@ pub struct ControllerConfig {
     /// Base images whose memory VMs on one host share.
     #[serde(default)]
     pub images: Vec<scheduler::model::Image>,
+    /// How the VM inventory follows the hosts' reports.
+    #[serde(default)]
+    pub inventory: super::inventory::InventoryConfig,
 }
 
 fn d_period() -> f64 {
@@ -389,6 +392,9 @@ impl ControllerConfig {
                 Err(bad(place, format!("{v} must be a positive number")))
             }
         };
+        self.inventory
+            .validate()
+            .map_err(|(key, problem)| bad(key, problem))?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(bad(
                 "state_dir",

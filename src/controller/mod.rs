@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod cycle;
 pub mod execute;
+pub mod inventory;
 pub mod metrics;
 pub mod nodes;
 pub mod run;

@@ -48,6 +48,7 @@ use super::batch::{self, Meters};
 use super::config::{ControllerConfig, Mode};
 use super::cycle::{self, PeriodOutcome};
 use super::execute::{self, ActionEvent};
+use super::inventory::Inventory;
 use super::metrics::Metrics;
 use super::nodes::{self, CapSequencer};
 use super::snapshot::DemandView;
@@ -213,6 +214,14 @@ fn restore(store: &mut Store, site: &mut SiteState) -> Result<u64, StoreError> {
     Ok(loaded.last_plan_id)
 }
 
+/// The VM an action moves, if any.
+fn action_vm(a: &Action) -> Option<&str> {
+    match a {
+        Action::Migrate { vm, .. } | Action::Place { vm, .. } => Some(vm),
+        Action::PowerOn { .. } | Action::PowerOff { .. } => None,
+    }
+}
+
 fn demand_view(d: &CurrentDemand) -> DemandView {
     DemandView {
         now_kw: d.demand_kw,
@@ -365,6 +374,7 @@ pub async fn start_with(
         settled: None,
         planner,
         meters: Meters::default(),
+        inventory: Inventory::default(),
         last_progress: None,
         last_quotas: BTreeMap::new(),
         influx: influx_sink,
@@ -484,6 +494,9 @@ struct Loop {
     planner: Option<scheduler::period::PeriodPlanner>,
     /// The batch VMs' CPU counters, the baseline of the next measurement.
     meters: Meters,
+    /// What the hosts reported of their VMs (adoption, vanishing, conflicts,
+    /// measured load).
+    inventory: Inventory,
     /// When batch progress was last brought up to date.
     last_progress: Option<DateTime<Utc>>,
     /// Per-VM CPU quotas of the plan in force, by host (`vm_cpu_cores`).
@@ -572,9 +585,34 @@ impl Loop {
             .get(node)
             .and_then(|n| n.telemetry.as_ref())
             .and_then(|t| t.vms.clone());
-        if let Some(vms) = reported {
-            let done = self.meters.measure(&mut site, node, &vms);
-            self.count_work("measured", &done);
+        let Some(vms) = reported else {
+            return;
+        };
+        let done = self.meters.measure(&mut site, node, &vms);
+        self.count_work("measured", &done);
+        let open = &self.journal_open;
+        let busy = |vm: &str| open.keys().any(|(_, a)| action_vm(a) == Some(vm));
+        let now = self.clock.now();
+        let ch = self
+            .inventory
+            .report(&self.cfg.inventory, &mut site, node, &vms, now, &busy);
+        if !ch.conflicts.is_empty() {
+            self.app.metrics.error("vm_conflict");
+            tracing::warn!(vms = ?ch.conflicts, "VMs reported by two hosts at once: frozen in place.");
+        }
+        site.conflicting_vms = self.inventory.conflicting().clone();
+        let mut recorded = Ok(());
+        for id in ch.adopted.iter().chain(&ch.updated) {
+            if let Some(vm) = site.vms.get(id) {
+                recorded = recorded.and(self.store.put_vm(vm));
+            }
+        }
+        for id in &ch.dropped {
+            recorded = recorded.and(self.store.remove_vm(id));
+        }
+        drop(site);
+        if let Err(e) = recorded {
+            self.store_failed(&e);
         }
     }
 

@@ -196,6 +196,8 @@ pub struct SiteState {
     /// Batch jobs whose work was done, oldest first (at most
     /// [`super::batch::FINISHED_LEN`]); they left the plan.
     pub finished: VecDeque<super::batch::FinishedJob>,
+    /// VMs that two hosts report at once: frozen in place, flagged.
+    pub conflicting_vms: std::collections::BTreeSet<String>,
 }
 
 impl SiteState {
