@@ -51,6 +51,8 @@ pub struct SiteView {
     pub gain: f64,
     /// Actions that did not happen, as it keeps them.
     pub failed_actions: usize,
+    /// Batch jobs it counted done (its latest ones).
+    pub finished: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +64,13 @@ struct SiteBody {
     total_gain: f64,
     #[serde(default)]
     failed_actions: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    finished: Vec<FinishedBody>,
+}
+
+#[derive(Deserialize)]
+struct FinishedBody {
+    id: String,
 }
 
 /// A client of one controller's API.
@@ -154,6 +163,7 @@ impl Api {
             plans: body.history.len() as u64,
             gain: body.total_gain,
             failed_actions: body.failed_actions.len(),
+            finished: body.finished.into_iter().map(|f| f.id).collect(),
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The controller reaches it only through its actuator boundary
 //! ([`Actuate`], as libvirt and IPMI would be on a real site): a placement
-//! starts a VM, a migration moves it (it takes site time, and fails when
+//! starts a VM (its cgroup is on the host from the start), a migration
+//! moves it (the target holds the incoming VM's cgroup while it runs) (it takes site time, and fails when
 //! the target is off, booting or short of memory, or when a busy VM's live
 //! migration does not converge), a power-on boots a server (its agent
 //! reports online after [`BOOT_S`]), a power-off switches one off (refused
@@ -26,6 +27,8 @@ use crate::controller::execute::Actuate;
 
 /// Site seconds from power-on until the server's agent reports online.
 pub const BOOT_S: f64 = 120.0;
+/// Site seconds a VM takes to start.
+pub const START_S: f64 = 20.0;
 /// Site seconds a live migration takes per GiB of the VM's memory (a
 /// 1 Gbit/s migration link), on top of [`MIGRATE_BASE_S`].
 pub const MIGRATE_S_PER_GIB: f64 = 9.0;
@@ -215,7 +218,17 @@ impl Hypervisor {
         );
     }
 
-    fn place(&self, vm: &str, to: &str) -> Outcome {
+    /// Start `vm` on `to`: its process (and cgroup) is there at once, and
+    /// the start is done after [`START_S`].
+    async fn place(&self, vm: &str, to: &str, limit: Duration) -> Outcome {
+        let outcome = self.start_on(vm, to);
+        if outcome == Outcome::Done {
+            tokio::time::sleep(self.clock.real(START_S).min(limit)).await;
+        }
+        outcome
+    }
+
+    fn start_on(&self, vm: &str, to: &str) -> Outcome {
         let mut w = self.lock();
         let Some(g) = w.guests.get(vm) else {
             return refused(&mut w, format!("no VM {vm} is defined"));
@@ -420,7 +433,7 @@ impl Actuate for Hypervisor {
         let action = action.clone();
         async move {
             let outcome = match &action {
-                Action::Place { vm, to } => self.place(vm, to),
+                Action::Place { vm, to } => self.place(vm, to, limit).await,
                 Action::Migrate { vm, from, to } => self.migrate(vm, from, to, limit).await,
                 Action::PowerOn { node } => self.power_on(node),
                 Action::PowerOff { node } => self.power_off(node),

@@ -122,6 +122,8 @@ pub struct Twin {
     next_job: u32,
     /// VMs admitted by the controller and defined in the hypervisor.
     admitted: BTreeSet<String>,
+    /// Admitted VMs the controller's API did not list at the last read.
+    missing: BTreeSet<String>,
     /// The controller's API as last read.
     view: SiteView,
     summary: DemoSummary,
@@ -241,6 +243,7 @@ impl Twin {
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_job: 1,
             admitted: BTreeSet::new(),
+            missing: BTreeSet::new(),
             view: SiteView::default(),
             summary: DemoSummary::default(),
         })
@@ -316,21 +319,26 @@ impl Twin {
     }
 
     /// Read the controller's API: its figures for the summary, and the VMs
-    /// it no longer has (finished or removed), which the hypervisor
-    /// destroys.
+    /// it no longer has (counted done, or removed) — missing from two reads
+    /// in a row, so a record the controller drops and at once takes back
+    /// from its host's report is not lost — which the hypervisor destroys.
     async fn read_api(&mut self) {
         match self.api.site().await {
             Ok(view) => {
-                let gone: Vec<String> = self
+                let missing: BTreeSet<String> = self
                     .admitted
                     .iter()
                     .filter(|id| !view.vms.contains(*id))
                     .cloned()
                     .collect();
+                let gone: Vec<String> = missing.intersection(&self.missing).cloned().collect();
                 for id in &gone {
                     self.admitted.remove(id);
                 }
-                self.summary.jobs_done += self.hypervisor.destroy(&gone);
+                let done = gone.iter().filter(|id| view.finished.contains(*id)).count();
+                self.hypervisor.destroy(&gone);
+                self.summary.jobs_done += done;
+                self.missing = missing;
                 self.view = view;
             }
             Err(e) => tracing::warn!(error = %e, "Demo could not read the controller's API."),
@@ -437,6 +445,17 @@ impl Twin {
                     Power::Off => s.off_w,
                     Power::Booting(_) => s.curve.power_w(0.0),
                     Power::On => {
+                        // A VM migrating in already has its (idle) cgroup here.
+                        let incoming: Vec<Guest> = world
+                            .guests
+                            .values()
+                            .filter(|g| g.migrating_to.as_deref() == Some(s.id.as_str()))
+                            .map(|g| Guest {
+                                cpu_s: 0.0,
+                                cpu_util: 0.0,
+                                ..g.clone()
+                            })
+                            .collect();
                         let mut guests: Vec<&mut Guest> = world
                             .guests
                             .values_mut()
@@ -453,7 +472,8 @@ impl Twin {
                             mem_used_gib: guests.iter().map(|g| g.vm.mem_gib).sum(),
                             mem_total_gib: s.mem_gib,
                         };
-                        let shown: Vec<&Guest> = guests.iter().map(|g| &**g).collect();
+                        let shown: Vec<&Guest> =
+                            guests.iter().map(|g| &**g).chain(&incoming).collect();
                         let t = agents::telemetry(now, &reading, &shown, cap);
                         if let Ok(body) = serde_json::to_string(&t) {
                             out.push((self.topics.node_telemetry(&s.id), false, body));
