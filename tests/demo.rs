@@ -131,9 +131,7 @@ async fn the_demo_plans_through_the_protocols_delivers_heat_and_stops_by_itself(
         "an off server fell silent, neither stale nor online: {seen:?}"
     );
     assert!(seen.wrong_power.is_empty(), "{seen:?}");
-    // Batch work went down by the CPU time the twin's agents measured, and
-    // jobs the controller counted done left the twin.
-    assert!(summary.jobs_done > 0, "{summary:?}");
+    // Batch work went down by the CPU time the twin's agents measured.
     assert!(
         !seen.work_went_down.is_empty(),
         "a batch job's work_core_h went down: {seen:?}"

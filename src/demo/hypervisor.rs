@@ -218,6 +218,19 @@ impl Hypervisor {
         );
     }
 
+    /// `vm` already runs on `host` (it did before the controller came).
+    pub fn running(&self, vm: Vm, host: &str) {
+        self.define(vm.clone());
+        if let Some(g) = self.lock().guests.get_mut(&vm.id) {
+            g.host = Some(host.to_string());
+        }
+    }
+
+    /// Whether `vm` is defined.
+    pub fn has(&self, vm: &str) -> bool {
+        self.lock().guests.contains_key(vm)
+    }
+
     /// Start `vm` on `to`: its process (and cgroup) is there at once, and
     /// the start is done after [`START_S`].
     async fn place(&self, vm: &str, to: &str, limit: Duration) -> Outcome {

@@ -270,8 +270,11 @@ impl Twin {
         }
     }
 
-    /// The starting workload: 56 interactive VMs and 6 render jobs, each
-    /// admitted with `POST /api/v1/vms` (the controller places them).
+    /// The starting workload: 56 interactive VMs and 6 render jobs. The
+    /// first 24 interactive VMs already run, one per server, as they did
+    /// before Phoenix came: the controller adopts them from its hosts'
+    /// reports (and consolidates them). The others are admitted with
+    /// `POST /api/v1/vms`, and the controller places them.
     pub async fn admit_starting_workload(&mut self) {
         for k in 0..56 {
             let vcpus = [1u32, 2, 2, 4][k % 4];
@@ -287,7 +290,11 @@ impl Twin {
                 deadline: None,
                 migratable: k % 10 != 0,
             };
-            self.admit(vm).await;
+            if k < SERVERS {
+                self.hypervisor.running(vm, &node_id(k));
+            } else {
+                self.admit(vm).await;
+            }
         }
         for _ in 0..6 {
             self.admit_job().await;
@@ -325,6 +332,12 @@ impl Twin {
     async fn read_api(&mut self) {
         match self.api.site().await {
             Ok(view) => {
+                // VMs the controller adopted from its hosts' reports.
+                for id in &view.vms {
+                    if !self.admitted.contains(id) && self.hypervisor.has(id) {
+                        self.admitted.insert(id.clone());
+                    }
+                }
                 let missing: BTreeSet<String> = self
                     .admitted
                     .iter()
