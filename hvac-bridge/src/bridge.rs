@@ -15,7 +15,7 @@ use protocol::payloads::{
 };
 use protocol::topics::{TopicKind, Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use protocol::units::{Celsius, KiloWatts};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -121,10 +121,8 @@ impl Bridge {
     /// that cannot be bound is an error.
     pub async fn start<C>(config: &SiteConfig<C>) -> Result<Self, BridgeError> {
         config.validate()?;
-        let (host, port) = config.mqtt.host_port()?;
         let topics = Topics::new(config.mqtt.site.clone());
-        let mut opts = MqttOptions::new(config.mqtt.client_id(), host, port);
-        opts.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s.max(5)));
+        let mut opts = config.mqtt.options(config.mqtt.client_id())?;
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_clean_session(true);
         opts.set_last_will(LastWill::new(
@@ -390,7 +388,7 @@ async fn mqtt_loop(mut eventloop: EventLoop, handle: BridgeHandle) {
                     return;
                 }
                 s.counters.bump(&s.counters.mqtt_errors);
-                warn!(error = %e, retry_ms = delay.as_millis() as u64, "MQTT connection failed; retrying.");
+                warn!(error = %mqtt::describe_connection_error(&e), retry_ms = delay.as_millis() as u64, "MQTT connection failed; retrying.");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

@@ -42,6 +42,10 @@ pub enum ConfigError {
         /// The parser's message (with line and column).
         message: String,
     },
+    /// The `[mqtt]` URL, credentials or TLS files cannot be used (the
+    /// message names the file or variable, never the password).
+    #[error("[mqtt]: {0}")]
+    Mqtt(#[from] mqtt::MqttSetupError),
     /// Well-formed but inconsistent.
     #[error("{place}: {problem}")]
     Invalid {
@@ -86,11 +90,16 @@ pub struct SiteConfig<C = toml::Table> {
     pub controller: Option<C>,
 }
 
-/// `[mqtt]`.
+/// `[mqtt]`: the broker, the site id, and (flattened into the same table)
+/// the credentials and TLS files of DESIGN.md §4.7 — `username`,
+/// `password_file` or `password_env`, `ca_file`, `client_cert_file`,
+/// `client_key_file`. The bridge and the controller both connect with
+/// these; [`MqttConfig::options`] turns them into client options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// `mqtt://host[:port]` (port 1883 by default).
+    /// `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]`
+    /// (TLS, port 8883); never with credentials in it.
     pub url: String,
     /// Site id: the `<site>` of `phoenix/v1/<site>/…`.
     pub site: String,
@@ -100,6 +109,9 @@ pub struct MqttConfig {
     /// Keep-alive, s (default 30).
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
+    /// Username, password source, CA and client certificate files.
+    #[serde(flatten)]
+    pub security: mqtt::MqttSecurity,
 }
 
 fn default_keep_alive_s() -> u64 {
@@ -109,30 +121,27 @@ fn default_keep_alive_s() -> u64 {
 impl MqttConfig {
     /// Host and port parsed from [`MqttConfig::url`].
     pub fn host_port(&self) -> Result<(String, u16), ConfigError> {
-        let rest = self
-            .url
-            .strip_prefix("mqtt://")
-            .or_else(|| self.url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                invalid(
-                    "[mqtt] url",
-                    format!("`{}` is not mqtt://host[:port]", self.url),
-                )
-            })?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| invalid("[mqtt] url", format!("`{p}` is not a port number")))?;
-                (h.to_string(), port)
-            }
-            None => (rest.to_string(), 1883),
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(invalid("[mqtt] url", format!("`{}` has no host", self.url)));
+        let u = mqtt::parse_url(&self.url)?;
+        Ok((u.host, u.port))
+    }
+
+    /// Client options for `client_id`: address, keep-alive, credentials
+    /// and TLS (reads the password, CA and certificate files now). The
+    /// caller adds its last will, packet sizes and session kind.
+    pub fn options(
+        &self,
+        client_id: impl Into<String>,
+    ) -> Result<rumqttc::MqttOptions, ConfigError> {
+        Ok(self.settings().options(client_id)?)
+    }
+
+    /// The shared connection settings of this section.
+    pub fn settings(&self) -> mqtt::MqttSettings {
+        mqtt::MqttSettings {
+            url: self.url.clone(),
+            keep_alive_s: self.keep_alive_s,
+            security: self.security.clone(),
         }
-        Ok((host, port))
     }
 
     /// The client id to use.
@@ -399,7 +408,7 @@ impl<C: DeserializeOwned> SiteConfig<C> {
 impl<C> SiteConfig<C> {
     /// Check everything serde cannot; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.mqtt.host_port()?;
+        self.mqtt.settings().validate()?;
         if !protocol::topics::valid_level(&self.mqtt.site) {
             return Err(invalid(
                 "[mqtt] site",
@@ -754,6 +763,30 @@ max = 70
         assert_eq!(
             cfg.mqtt.host_port().unwrap(),
             ("127.0.0.1".to_string(), 1883)
+        );
+    }
+
+    #[test]
+    fn the_mqtt_section_takes_credentials_and_tls_files_and_refuses_a_misspelled_one() {
+        let text = BASE.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://broker.example\"\nusername = \"phoenix-controller\"\npassword_env = \"PW\"\nca_file = \"/etc/phoenix/ca.pem\"",
+        );
+        let cfg = SiteConfig::<toml::Table>::from_toml(&text).unwrap();
+        assert_eq!(
+            cfg.mqtt.security.username.as_deref(),
+            Some("phoenix-controller")
+        );
+        assert_eq!(
+            cfg.mqtt.host_port().unwrap(),
+            ("broker.example".into(), 8883)
+        );
+        let e = err(&format!("{BASE}pasword_file = \"/x\"\n"));
+        assert!(e.contains("pasword_file"), "{e}");
+        let e = err(&format!("{BASE}ca_file = \"/ca.pem\"\n"));
+        assert!(
+            e.contains("[mqtt]: ") && e.contains("need an mqtts:// URL"),
+            "{e}"
         );
     }
 

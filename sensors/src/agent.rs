@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use protocol::payloads::{decode, CapCommand, Payload, Telemetry};
 use protocol::topics::{valid_level, Topics, STATUS_OFFLINE, STATUS_ONLINE};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -36,9 +36,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The broker URL is not `mqtt://HOST[:PORT]`.
-    #[error("invalid MQTT URL {0:?}: expected mqtt://HOST[:PORT]")]
-    Url(String),
+    /// The broker URL, the credentials or the TLS files cannot be used
+    /// (the message names the file or variable, never the password).
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSetupError),
     /// A site or node id that cannot be a topic level.
     #[error("invalid {what} id {id:?}: must be non-empty, ≤ 128 bytes, without / + # or NUL")]
     Id {
@@ -59,8 +60,11 @@ pub enum AgentError {
 /// What the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// `mqtt://HOST:PORT`
+    /// `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS).
     pub mqtt_url: String,
+    /// MQTT username, password source, CA and client certificate
+    /// (DESIGN.md §4.7); the default is none (anonymous, system CAs).
+    pub mqtt_security: mqtt::MqttSecurity,
     /// Site id.
     pub site: String,
     /// Node id.
@@ -115,22 +119,11 @@ fn bump(counter: &AtomicU64) -> u64 {
     counter.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Split `mqtt://HOST[:PORT]` (port 1883 by default).
+/// Split `mqtt://HOST[:PORT]` (port 1883) or `mqtts://HOST[:PORT]` (port
+/// 8883); credentials in the URL are refused.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), AgentError> {
-    let bad = || AgentError::Url(url.to_owned());
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (rest, 1883),
-    };
-    if host.is_empty() || host.contains(['/', '?', '@']) {
-        return Err(bad());
-    }
-    Ok((host.to_owned(), port))
+    let u = mqtt::parse_url(url)?;
+    Ok((u.host, u.port))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -162,7 +155,14 @@ pub async fn run(
             });
         }
     }
-    let (host, port) = parse_mqtt_url(&opts.mqtt_url)?;
+    // Built first: a bad URL or an unreadable password or CA file stops
+    // the agent before it touches any limit.
+    let mut mqtt = mqtt::MqttSettings {
+        url: opts.mqtt_url.clone(),
+        keep_alive_s: 5,
+        security: opts.mqtt_security.clone(),
+    }
+    .options(format!("phoenix-agent-{}-{}", opts.site, opts.node))?;
     let node_id = opts.node.clone();
     let topics = Topics::new(opts.site.clone());
     let cap_topic = topics.node_cap(&node_id);
@@ -192,8 +192,6 @@ pub async fn run(
     info!(node = %node_id, cpu = ?caps.cpu, gpus = caps.gpus.len(), dry_run = opts.dry_run, "Agent started.");
     let mut controller = Controller::new(ControlConfig::from(&opts.config), caps);
 
-    let mut mqtt = MqttOptions::new(format!("phoenix-agent-{}-{node_id}", opts.site), host, port);
-    mqtt.set_keep_alive(Duration::from_secs(5));
     mqtt.set_clean_session(true);
     mqtt.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     mqtt.set_last_will(LastWill::new(
@@ -457,7 +455,8 @@ async fn poll_loop(
                 );
             }
             Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; retrying.");
+                let error = mqtt::describe_connection_error(&e);
+                warn!(%error, retry_in_ms = backoff.as_millis() as u64, "MQTT connection failed or lost; retrying.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -479,7 +478,17 @@ mod tests {
             parse_mqtt_url("mqtt://broker").unwrap(),
             ("broker".into(), 1883)
         );
-        for bad in ["http://x", "mqtt://", "mqtt://h:port", "broker:1883"] {
+        assert_eq!(
+            parse_mqtt_url("mqtts://broker").unwrap(),
+            ("broker".into(), 8883)
+        );
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:port",
+            "broker:1883",
+            "mqtt://u:p@h",
+        ] {
             assert!(parse_mqtt_url(bad).is_err(), "{bad}");
         }
     }

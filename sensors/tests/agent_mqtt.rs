@@ -47,6 +47,7 @@ fn start(
     let node = Node::open(fake.sysfs(), cfg.clone(), gpu, false);
     let opts = AgentOptions {
         mqtt_url: url,
+        mqtt_security: Default::default(),
         site: SITE.into(),
         node: NODE.into(),
         config: cfg,

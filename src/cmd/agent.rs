@@ -1,4 +1,6 @@
-//! `phoenix agent --mqtt-url mqtt://HOST:PORT --site S --node N
+//! `phoenix agent --mqtt-url mqtt[s]://HOST[:PORT] --site S --node N
+//! [--mqtt-username U --mqtt-password-file F | --mqtt-password-env VAR]
+//! [--mqtt-ca-file PEM] [--mqtt-client-cert-file PEM --mqtt-client-key-file PEM]
 //! [--sysfs-root DIR] [--config FILE] [--state-file FILE] [--max-lease-s S]
 //! [--no-vms] [--dry-run] [--probe]`: the node agent (docs/agent.md).
 
@@ -15,9 +17,13 @@ use tracing::info;
 /// Arguments of `phoenix agent`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Broker, `mqtt://HOST:PORT`.
+    /// Broker, `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS); no
+    /// credentials in it.
     #[arg(long, env = "PHOENIX_MQTT_URL", required_unless_present = "probe")]
     mqtt_url: Option<String>,
+    // Credentials and TLS files (boxed: the subcommand enum stays small).
+    #[command(flatten)]
+    mqtt: Box<MqttFlags>,
     /// Site id (topic level under `phoenix/v1/`).
     #[arg(long, required_unless_present = "probe")]
     site: Option<String>,
@@ -47,6 +53,47 @@ pub struct Args {
     /// Print the interfaces found (JSON) and exit.
     #[arg(long)]
     probe: bool,
+}
+
+/// The `--mqtt-*` flags of DESIGN.md §4.7.
+#[derive(Debug, clap::Args)]
+struct MqttFlags {
+    /// MQTT username (needs --mqtt-password-file or --mqtt-password-env).
+    #[arg(long, env = "PHOENIX_MQTT_USERNAME")]
+    mqtt_username: Option<String>,
+    /// File holding the MQTT password (one line).
+    #[arg(
+        long,
+        env = "PHOENIX_MQTT_PASSWORD_FILE",
+        conflicts_with = "mqtt_password_env"
+    )]
+    mqtt_password_file: Option<PathBuf>,
+    /// Name of the environment variable holding the MQTT password.
+    #[arg(long)]
+    mqtt_password_env: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts://;
+    /// the system's trust store when absent).
+    #[arg(long, env = "PHOENIX_MQTT_CA_FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one.
+    #[arg(long, requires = "mqtt_client_key_file")]
+    mqtt_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --mqtt-client-cert-file.
+    #[arg(long, requires = "mqtt_client_cert_file")]
+    mqtt_client_key_file: Option<PathBuf>,
+}
+
+impl From<MqttFlags> for mqtt::MqttSecurity {
+    fn from(f: MqttFlags) -> Self {
+        Self {
+            username: f.mqtt_username,
+            password_file: f.mqtt_password_file,
+            password_env: f.mqtt_password_env,
+            ca_file: f.mqtt_ca_file,
+            client_cert_file: f.mqtt_client_cert_file,
+            client_key_file: f.mqtt_client_key_file,
+        }
+    }
 }
 
 /// Run `phoenix agent`.
@@ -97,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = AgentOptions {
         // clap enforces these unless --probe.
         mqtt_url: args.mqtt_url.context("--mqtt-url is required")?,
+        mqtt_security: (*args.mqtt).into(),
         site: args.site.context("--site is required")?,
         node: args.node.context("--node is required")?,
         config,

@@ -37,7 +37,7 @@ use hvac_bridge::{Bridge, BridgeHandle, SiteConfig};
 use protocol::measurements::{self as m, fields as f, Point};
 use protocol::topics::{TopicKind, Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use protocol::units::Celsius;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -323,12 +323,10 @@ pub async fn start_with(
     };
 
     let topics = Topics::new(site_id.clone());
-    let (host, port) = site_cfg
+    let mut opts = site_cfg
         .mqtt
-        .host_port()
+        .options(format!("phoenix-controller-{site_id}"))
         .map_err(hvac_bridge::BridgeError::from)?;
-    let mut opts = MqttOptions::new(format!("phoenix-controller-{site_id}"), host, port);
-    opts.set_keep_alive(Duration::from_secs(site_cfg.mqtt.keep_alive_s.max(5)));
     opts.set_max_packet_size(256 * 1024, 256 * 1024);
     opts.set_clean_session(true);
     opts.set_last_will(LastWill::new(
@@ -462,7 +460,7 @@ async fn mqtt_loop(
                     return;
                 }
                 app.metrics.error("mqtt");
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; retrying.");
+                tracing::warn!(error = %mqtt::describe_connection_error(&e), retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; retrying.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }

@@ -13,14 +13,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use protocol::payloads::HeatDemand;
 use protocol::topics::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use scheduler::curve::PowerCurve;
 use scheduler::model::{Vm, VmKind};
 use simulator::physics::greenhouse::Greenhouse;
@@ -213,8 +212,12 @@ impl Twin {
                 .map_err(|e| e.to_string())?;
         let weather = Weather::new(&section, None, super::site_start(), 30.0 * 86_400.0, seed)
             .map_err(|e| e.to_string())?;
-        let mut opts = MqttOptions::new("phoenix-demo-site", "127.0.0.1", links.mqtt_port);
-        opts.set_keep_alive(Duration::from_secs(10));
+        let mut opts = mqtt::MqttSettings {
+            keep_alive_s: 10,
+            ..mqtt::MqttSettings::new(format!("mqtt://127.0.0.1:{}", links.mqtt_port))
+        }
+        .options("phoenix-demo-site")
+        .map_err(|e| e.to_string())?;
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, eventloop) = AsyncClient::new(opts, 4096);
         Ok(Self {

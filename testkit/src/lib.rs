@@ -14,6 +14,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod secure;
+pub use secure::{CertFiles, SecureBroker, TestPki};
+
 /// A free TCP port on 127.0.0.1 (bound and released; a tiny race remains,
 /// which is the usual trade-off for programs that cannot report their port).
 pub fn free_port() -> u16 {
