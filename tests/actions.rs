@@ -51,6 +51,7 @@ fn node(id: &str) -> NodeState {
             mem_gib: 32.0,
             temp_limit_c: 80.0,
             heat_loop: None,
+            off_w: 5.0,
         },
         on: true,
         online: true,

@@ -54,6 +54,7 @@ fn populated_site() -> SiteState {
                     mem_gib: 32.0,
                     temp_limit_c: 75.0,
                     heat_loop: Some("gh1".into()),
+                    off_w: 5.0,
                 },
                 on: i < 2,
                 online: true,
@@ -205,6 +206,14 @@ async fn site_and_plan_show_the_latest_state() {
     assert_eq!(site["nodes"]["g5-02"]["stale"], true);
     assert_eq!(site["consumers"]["gh1"]["demand"]["demand_kw"], 0.9);
     assert!((site["total_gain"].as_f64().unwrap() - 0.24).abs() < 1e-9);
+    // A node that is on draws what it last reported; one that is off, its
+    // off_w — not the power of its last report.
+    assert_eq!(site["nodes"]["g5-01"]["power_w"], 110.0);
+    let off = &site["nodes"]["x5670-02"];
+    assert_eq!(off["on"], false);
+    assert_eq!(off["telemetry"]["power_w"], 112.0);
+    assert_eq!(off["power_w"], 5.0);
+    assert_eq!(off["off_w"], 5.0);
 
     let (status, body) = call(&st, "GET", "/api/v1/plan", None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -453,6 +462,7 @@ async fn the_web_page_renders_the_site_in_headless_chromium() {
         "greenhouse-a",               // site name filled in
         "class=\"tile\"",             // a server tile that is on
         "class=\"tile off\"",         // a server tile that is off
+        "off · 5 W",                  // …shown at its off_w, not its last report
         "class=\"tile stale\"",       // a stale node
         "class=\"series-demand\"",    // the demand line
         "class=\"series-delivered\"", // the delivered line

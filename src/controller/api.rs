@@ -298,6 +298,12 @@ async fn site(State(state): State<AppState>) -> Response {
     let gain = site.total_gain();
     let mut body = serde_json::to_value(&*site).unwrap_or_else(|_| json!({}));
     body["total_gain"] = json!(gain);
+    // Each node's draw now: an off server at its `off_w`, not its last report.
+    for (id, n) in &site.nodes {
+        if let Some(node) = body["nodes"].get_mut(id) {
+            node["power_w"] = json!(n.power_w());
+        }
+    }
     Json(body).into_response()
 }
 

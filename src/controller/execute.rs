@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -126,6 +127,47 @@ pub trait Actuate: Send + Sync + 'static {
 impl Actuate for Actuator {
     fn run(&self, action: &Action, limit: Duration) -> impl Future<Output = Outcome> + Send {
         self.execute_within(action, limit)
+    }
+}
+
+/// [`Actuate`] in a form that can sit behind a trait object, so the
+/// controller can be given its backend at run time (the demo's twin plays
+/// the hypervisor and the power switches through it). Every `Actuate` is
+/// one.
+pub trait ActuateDyn: Send + Sync + 'static {
+    /// [`Actuate::run`], boxed.
+    fn run_boxed<'a>(
+        &'a self,
+        action: &'a Action,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+}
+
+impl<T: Actuate> ActuateDyn for T {
+    fn run_boxed<'a>(
+        &'a self,
+        action: &'a Action,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(self.run(action, limit))
+    }
+}
+
+/// The backend the control loop's executor runs actions on: the configured
+/// [`Actuator`], or one given to [`crate::controller::run::start_with`].
+#[derive(Clone)]
+pub struct Backend(pub Arc<dyn ActuateDyn>);
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+impl Actuate for Backend {
+    fn run(&self, action: &Action, limit: Duration) -> impl Future<Output = Outcome> + Send {
+        let (backend, action) = (Arc::clone(&self.0), action.clone());
+        async move { backend.run_boxed(&action, limit).await }
     }
 }
 

@@ -134,6 +134,7 @@ mod tests {
                     mem_gib: 8.0,
                     temp_limit_c: 80.0,
                     heat_loop: None,
+                    off_w: 5.0,
                 },
                 on: true,
                 online: false,

@@ -146,6 +146,7 @@ fn initial_state(site_id: &str, cfg: &ControllerConfig) -> SiteState {
                     mem_gib: srv.mem_gib,
                     temp_limit_c: srv.temp_limit_c,
                     heat_loop: srv.heat_loop.clone(),
+                    off_w: srv.off_w,
                 },
                 // Servers are assumed on until a plan switches them off; one
                 // that never reports is stale and planned conservatively.
@@ -241,6 +242,19 @@ pub async fn start(
     clock: Clock,
     api_listener: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
+) -> Result<(Running, tokio::task::JoinHandle<()>), ControllerError> {
+    start_with(site_cfg, clock, api_listener, shutdown, None).await
+}
+
+/// [`start`], with the actions carried out by `backend` when given (the
+/// demo's twin, which plays the hypervisor and the power switches) instead
+/// of the `[controller.actuator]` configured.
+pub async fn start_with(
+    site_cfg: SiteConfig<ControllerConfig>,
+    clock: Clock,
+    api_listener: Option<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+    backend: Option<Arc<dyn execute::ActuateDyn>>,
 ) -> Result<(Running, tokio::task::JoinHandle<()>), ControllerError> {
     let cfg = site_cfg
         .controller
@@ -350,7 +364,8 @@ pub async fn start(
         bridge: handle.clone(),
         influx: influx_sink.clone(),
     };
-    let actuator = Arc::new(Actuator::new(cfg.actuator.clone()));
+    let backend = backend.unwrap_or_else(|| Arc::new(Actuator::new(cfg.actuator.clone())));
+    let actuator = Arc::new(execute::Backend(backend));
     let limits = execute::Limits::from_config(&cfg.actuator);
     let (action_tx, action_rx) = mpsc::unbounded_channel();
     let planner = Some(cycle::planner(&cfg));
@@ -482,7 +497,7 @@ struct Loop {
     bridge: BridgeHandle,
     client: AsyncClient,
     topics: Topics,
-    actuator: Arc<Actuator>,
+    actuator: Arc<execute::Backend>,
     limits: execute::Limits,
     /// Where the executor reports its actions (received in `run`).
     action_tx: mpsc::UnboundedSender<ActionEvent>,

@@ -37,6 +37,8 @@ pub struct ServerInfo {
     /// Heat loop, if any.
     #[serde(rename = "loop", skip_serializing_if = "Option::is_none")]
     pub heat_loop: Option<String>,
+    /// What it draws while switched off (BMC, PSU standby), W.
+    pub off_w: f64,
 }
 
 /// A node as the controller sees it.
@@ -55,6 +57,19 @@ pub struct NodeState {
     pub last_seen: Option<DateTime<Utc>>,
     /// The latest telemetry.
     pub telemetry: Option<Telemetry>,
+}
+
+impl NodeState {
+    /// What the node draws now as the controller knows it: its `off_w`
+    /// when switched off (the last telemetry of an off server is history,
+    /// not its draw), else its latest telemetry's power, when known.
+    pub fn power_w(&self) -> Option<f64> {
+        if self.on {
+            self.telemetry.as_ref().and_then(|t| t.power_w)
+        } else {
+            Some(self.info.off_w)
+        }
+    }
 }
 
 /// A heat consumer as the controller sees it.
@@ -243,6 +258,7 @@ pub(crate) mod tests {
                 mem_gib: 32.0,
                 temp_limit_c: 80.0,
                 heat_loop: None,
+                off_w: 5.0,
             },
             on: true,
             online: seen.is_some(),

@@ -2,17 +2,28 @@
 //!
 //! - An embedded MQTT broker (rumqttd) on a free loopback port.
 //! - A live twin of a small site: 24 recycled servers (SPECpower curves of
-//!   reference/physics.md) playing their agents over MQTT (telemetry out,
-//!   caps obeyed), a greenhouse publishing its heat demand and forecast, a
-//!   heat pump and a heat meter as Modbus TCP devices — physics from the
-//!   `simulator` crate (RC temperature, greenhouse heat balance, weather).
+//!   reference/physics.md) playing their agents over MQTT (telemetry with
+//!   each VM's CPU time out, caps and CPU quotas obeyed), their hypervisor
+//!   and power switches (the controller's actuator backend), a greenhouse
+//!   publishing its heat demand and forecast, a heat pump and a heat meter
+//!   as Modbus TCP devices — physics from the `simulator` crate (RC
+//!   temperature, greenhouse heat balance, weather). Its workload is
+//!   admitted over the controller's HTTP API.
 //! - The controller (`phoenix controller`) on an accelerated clock, with its
 //!   bridge, API and web page.
+//!
+//! The twin and the controller share no memory: what the controller
+//! decides reaches the twin over MQTT and through the actuator, as on a
+//! real site; the figures printed come from the twin's own measurements and
+//! the controller's HTTP API.
 //!
 //! Time runs `speed` times faster than the wall clock; the demo stops by
 //! itself after `duration` real seconds, or on Ctrl-C.
 
+mod agents;
 pub mod device;
+mod http;
+pub mod hypervisor;
 mod twin;
 
 use std::net::SocketAddr;
@@ -24,6 +35,7 @@ use hvac_bridge::SiteConfig;
 use tokio::sync::watch;
 
 use crate::controller::config::ControllerConfig;
+use crate::controller::execute::ActuateDyn;
 pub use crate::controller::run::Clock;
 use crate::controller::run::{self, ControllerError};
 
@@ -75,11 +87,21 @@ pub struct DemoSummary {
     pub heat_delivered_kwh: f64,
     /// Gain over the greedy baseline, summed over the plans' horizons.
     pub gain: f64,
-    /// Migrations carried out.
+    /// Migrations the hypervisor carried out.
     pub migrations: usize,
+    /// Migrations that failed at the hypervisor.
+    pub migrations_failed: usize,
+    /// Servers the controller switched on.
+    pub power_ons: usize,
+    /// Servers the controller switched off.
+    pub power_offs: usize,
+    /// Actions that did not happen, as the controller's API lists them.
+    pub failed_actions: usize,
+    /// VMs the controller's API refused to admit.
+    pub admissions_refused: usize,
     /// Hottest component seen, °C.
     pub max_temp_c: f64,
-    /// Batch jobs finished.
+    /// Batch jobs the controller counted done and removed.
     pub jobs_done: usize,
 }
 
@@ -260,11 +282,22 @@ fn free_port() -> Result<u16, DemoError> {
         .port())
 }
 
-/// Run the demo until `duration_s` has passed or `shutdown` turns true.
-pub async fn run(
-    opts: DemoOptions,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<DemoSummary, DemoError> {
+/// A demo that runs: its API's address, and what to stop it with.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the controller's API and page listen.
+    pub api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    stop_twin: watch::Sender<bool>,
+    twin: tokio::task::JoinHandle<DemoSummary>,
+    controller: tokio::task::JoinHandle<()>,
+    print: bool,
+}
+
+/// Start the demo: the broker, the devices, the twin's hypervisor, the
+/// controller with it as actuator backend, and the twin (its starting
+/// workload admitted over HTTP).
+pub async fn start(opts: &DemoOptions) -> Result<Running, DemoError> {
     let mqtt_port = free_port()?;
     start_broker(mqtt_port)?;
     let heatpump: device::SharedBank = Arc::new(Mutex::new(device::Bank::new(16)));
@@ -291,58 +324,91 @@ pub async fn run(
         .ok_or_else(|| DemoError::Config("no [controller]".into()))?;
 
     let clock = Clock::accelerated(site_start(), opts.speed);
+    let bind = |source| {
+        DemoError::Controller(ControllerError::Bind {
+            addr: opts.http,
+            source,
+        })
+    };
     let listener = tokio::net::TcpListener::bind(opts.http)
         .await
-        .map_err(|source| {
-            DemoError::Controller(ControllerError::Bind {
-                addr: opts.http,
-                source,
-            })
-        })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (running, join) = run::start(site, clock, Some(listener), stop_rx.clone()).await?;
-    if opts.print {
-        println!(
-            "Phoenix demo: open http://{}/ (site time ×{})",
-            running.api_addr, opts.speed
-        );
-    }
-
-    let twin = twin::Twin::new(
-        &ctl_cfg,
+        .map_err(bind)?;
+    let api_addr = listener.local_addr().map_err(bind)?;
+    let links = twin::Links {
+        site: site.mqtt.site.clone(),
         mqtt_port,
-        clock,
-        opts.seed,
-        running.app.clone(),
+        api: api_addr,
         heatpump,
         heatmeter,
-    )
-    .map_err(DemoError::Twin)?;
-    let twin_task = tokio::spawn(twin.run(stop_rx, opts.print, ctl_cfg.control_period_s));
+    };
+    let mut twin = twin::Twin::new(&ctl_cfg, links, clock, opts.seed).map_err(DemoError::Twin)?;
+    let backend: Arc<dyn ActuateDyn> = Arc::new(twin.hypervisor());
+    let (stop, stop_rx) = watch::channel(false);
+    let (stop_twin, twin_stop_rx) = watch::channel(false);
+    let (_, controller) =
+        run::start_with(site, clock, Some(listener), stop_rx, Some(backend)).await?;
+    if opts.print {
+        println!(
+            "Phoenix demo: open http://{api_addr}/ (site time ×{})",
+            opts.speed
+        );
+    }
+    twin.admit_starting_workload().await;
+    let twin = tokio::spawn(twin.run(twin_stop_rx, opts.print, ctl_cfg.control_period_s));
+    Ok(Running {
+        api_addr,
+        stop,
+        stop_twin,
+        twin,
+        controller,
+        print: opts.print,
+    })
+}
 
+impl Running {
+    /// Stop the demo; returns what it achieved.
+    pub async fn finish(self) -> Result<DemoSummary, DemoError> {
+        // The twin first: its last read of the API needs the controller up.
+        let _ = self.stop_twin.send(true);
+        let summary = self.twin.await.map_err(|e| DemoError::Twin(e.to_string()));
+        let _ = self.stop.send(true);
+        let _ = self.controller.await;
+        let summary = summary?;
+        if self.print {
+            print_summary(&summary);
+        }
+        Ok(summary)
+    }
+}
+
+fn print_summary(summary: &DemoSummary) {
+    println!(
+        "Demo done: {:.1} site hours, {} plans, heat delivered {:.1} of {:.1} kWh demanded ({:.0} %), gain over greedy {:.3}, {} migrations ({} failed), {} servers switched off and {} on, {} batch jobs done, hottest component {:.1} °C.",
+        summary.site_hours,
+        summary.plans,
+        summary.heat_delivered_kwh,
+        summary.heat_demand_kwh,
+        100.0 * summary.heat_delivered_kwh / summary.heat_demand_kwh.max(1e-9),
+        summary.gain,
+        summary.migrations,
+        summary.migrations_failed,
+        summary.power_offs,
+        summary.power_ons,
+        summary.jobs_done,
+        summary.max_temp_c
+    );
+}
+
+/// Run the demo until `duration_s` has passed or `shutdown` turns true.
+pub async fn run(
+    opts: DemoOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<DemoSummary, DemoError> {
+    let running = start(&opts).await?;
     let deadline = opts.duration_s.map(Duration::from_secs_f64);
     tokio::select! {
         _ = async { match deadline { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
         _ = shutdown.wait_for(|s| *s) => {}
     }
-    let _ = stop_tx.send(true);
-    let summary = twin_task
-        .await
-        .map_err(|e| DemoError::Twin(e.to_string()))?;
-    let _ = join.await;
-    if opts.print {
-        println!(
-            "Demo done: {:.1} site hours, {} plans, heat delivered {:.1} of {:.1} kWh demanded ({:.0} %), gain over greedy {:.3}, {} migrations, {} batch jobs done, hottest component {:.1} °C.",
-            summary.site_hours,
-            summary.plans,
-            summary.heat_delivered_kwh,
-            summary.heat_demand_kwh,
-            100.0 * summary.heat_delivered_kwh / summary.heat_demand_kwh.max(1e-9),
-            summary.gain,
-            summary.migrations,
-            summary.jobs_done,
-            summary.max_temp_c
-        );
-    }
-    Ok(summary)
+    running.finish().await
 }
