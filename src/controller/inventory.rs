@@ -117,6 +117,8 @@ pub struct Inventory {
     lists: BTreeMap<String, (DateTime<Utc>, BTreeSet<String>)>,
     /// Per host, when its first VM list came.
     first_lists: BTreeMap<String, DateTime<Utc>>,
+    /// Per VM, when an action of the controller last put it on its host.
+    moved_at: BTreeMap<String, DateTime<Utc>>,
     /// Per interactive VM, its utilisation samples, oldest first.
     samples: BTreeMap<String, VecDeque<(DateTime<Utc>, f64)>>,
     /// VMs reported by two hosts at once.
@@ -127,6 +129,13 @@ impl Inventory {
     /// VMs reported by two hosts at once (frozen in place).
     pub fn conflicting(&self) -> &BTreeSet<String> {
         &self.conflicting
+    }
+
+    /// An action of the controller put `vm` on its host at `now`: its
+    /// grace before it may count as vanished starts again (a report built
+    /// before the move must not drop it).
+    pub fn moved(&mut self, vm: &str, now: DateTime<Utc>) {
+        self.moved_at.insert(vm.to_string(), now);
     }
 
     /// Take the VM list that `node` reported at `now`. `busy` says whether
@@ -273,7 +282,10 @@ impl Inventory {
                 // Missing for the grace: last seen on this host (or, never
                 // seen, the first list of this host) longer ago than that.
                 let last = self.seen.get(&v.id).and_then(|h| h.get(node)).copied();
-                let since = last.or_else(|| self.first_lists.get(node).copied());
+                let moved = self.moved_at.get(&v.id).copied();
+                let since = last
+                    .max(moved)
+                    .or_else(|| self.first_lists.get(node).copied());
                 since.is_some_and(|t| now - t > grace)
             })
             .map(|v| v.id.clone())
@@ -284,6 +296,7 @@ impl Inventory {
             self.seen.remove(&id);
             self.samples.remove(&id);
             self.conflicting.remove(&id);
+            self.moved_at.remove(&id);
             ch.dropped.push(id);
         }
     }
@@ -413,6 +426,26 @@ mod tests {
         let ch = inv.report(&cfg, &mut s, "a", &[], t(700), &idle);
         assert_eq!(ch.dropped, ["web1"]);
         assert!(!s.vms.contains_key("web1"));
+    }
+
+    #[test]
+    fn a_vm_just_placed_is_not_dropped_by_a_report_older_than_its_move() {
+        let (cfg, mut s, mut inv) = (InventoryConfig::default(), site(), Inventory::default());
+        inv.report(&cfg, &mut s, "a", &[], t(0), &idle);
+        s.vms.insert(
+            "web1".into(),
+            adopted(&cfg, "a", &rep("web1", 0.1)).unwrap(),
+        );
+        inv.moved("web1", t(900));
+        // a's list, built before the VM arrived, comes in after the move.
+        let ch = inv.report(&cfg, &mut s, "a", &[], t(901), &idle);
+        assert!(ch.dropped.is_empty(), "the grace counts from the move");
+        assert!(
+            inv.report(&cfg, &mut s, "a", &[], t(1600), &idle)
+                .dropped
+                .len()
+                == 1
+        );
     }
 
     #[test]

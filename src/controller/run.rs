@@ -900,6 +900,11 @@ impl Loop {
             if matches!(outcome, Outcome::Failed(_) | Outcome::Refused(_)) {
                 self.app.metrics.error("actuator");
             }
+            if *outcome == Outcome::Done {
+                if let Some(vm) = action_vm(action) {
+                    self.inventory.moved(vm, self.clock.now());
+                }
+            }
             if let Some(entry) = self.journal_open.remove(&(*plan_id, action.clone())) {
                 match self.store.journal_finished(entry, outcome) {
                     Ok(()) => self.store_works(),
