@@ -408,6 +408,7 @@ async fn the_page_lists_the_failed_actions_with_their_reasons() {
         events,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         fault: Arc::new(std::sync::RwLock::new(None)),
+        tariff: Arc::new(std::sync::RwLock::new(None)),
         bridge: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

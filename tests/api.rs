@@ -132,6 +132,7 @@ fn state_with(
         events: tx,
         ready: Arc::new(AtomicBool::new(false)),
         fault: Arc::new(RwLock::new(None)),
+        tariff: Arc::new(RwLock::new(None)),
         bridge: None,
     };
     let asked: Asked = Arc::default();

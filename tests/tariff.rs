@@ -15,6 +15,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
 fn site_toml(port: u16, prices: &str) -> String {
+    // The state database of each rig in a folder of its own (kept: the
+    // controller may still write it as the test ends).
+    let state_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("a state folder")
+        .keep();
+    let state_dir = state_dir.display();
     format!(
         r#"
 [mqtt]
@@ -22,6 +28,7 @@ url = "mqtt://127.0.0.1:{port}"
 site = "t"
 
 [controller]
+state_dir = "{state_dir}"
 mode = "dry_run"
 control_period_s = 900
 horizon_steps = 4
@@ -81,7 +88,7 @@ impl Rig {
     async fn tariff_until(&self, what: &str, pred: impl Fn(&TariffStatus) -> bool) -> TariffStatus {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
-            let t = self.running.app.site.read().unwrap().tariff.clone();
+            let t = self.running.app.tariff.read().unwrap().clone();
             if let Some(t) = t.filter(|t| pred(t)) {
                 return t;
             }
@@ -133,7 +140,7 @@ async fn a_price_file_is_re_read_when_it_changes_and_a_bad_one_changes_nothing()
     write(&file, &csv(-0.02));
     rig.tariff_until("the new price", |t| t.price_per_kwh == -0.02)
         .await;
-    let cfg_prices = &rig.running.app.site.read().unwrap().tariff.clone().unwrap();
+    let cfg_prices = &rig.running.app.tariff.read().unwrap().clone().unwrap();
     assert_eq!(cfg_prices.price_per_kwh, -0.02);
 
     // A bad line: refused naming the file and the line; the prices stay.

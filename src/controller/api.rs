@@ -132,6 +132,10 @@ pub struct AppState {
     /// Why the controller cannot work now (the state database cannot be
     /// written): `/readyz` answers 503 with it.
     pub fault: Arc<RwLock<Option<String>>>,
+    /// The tariff in force and whether it is stale, as the tariff task last
+    /// saw it (`None` until it first reports); `GET /api/v1/site` shows it
+    /// as `tariff`.
+    pub tariff: Arc<RwLock<Option<super::tariff::TariffStatus>>>,
     /// The facility bridge, whose counters `/metrics` reports (none in
     /// tests that run the API alone).
     pub bridge: Option<hvac_bridge::BridgeHandle>,
@@ -298,6 +302,7 @@ async fn site(State(state): State<AppState>) -> Response {
     let gain = site.total_gain();
     let mut body = serde_json::to_value(&*site).unwrap_or_else(|_| json!({}));
     body["total_gain"] = json!(gain);
+    body["tariff"] = json!(*state.tariff.read().unwrap_or_else(|e| e.into_inner()));
     // Each node's draw now: an off server at its `off_w`, not its last report.
     for (id, n) in &site.nodes {
         if let Some(node) = body["nodes"].get_mut(id) {

@@ -280,6 +280,7 @@ pub async fn start_with(
         events: events_tx,
         ready: Arc::new(AtomicBool::new(false)),
         fault: Arc::new(RwLock::new(None)),
+        tariff: Arc::new(RwLock::new(None)),
         bridge: Some(handle.clone()),
     };
 
@@ -345,14 +346,12 @@ pub async fn start_with(
         app.clone(),
         agents_tx,
         shutdown.clone(),
-        cfg.prices.clone(),
-        clock,
     ));
     let horizon_s = cfg.control_period_s * cfg.horizon_steps as f64;
     let tariff_task = tariff::spawn(
         cfg.prices.clone(),
         horizon_s,
-        app.site.clone(),
+        app.tariff.clone(),
         app.metrics.clone(),
         clock,
         shutdown.clone(),
@@ -430,8 +429,6 @@ async fn mqtt_loop(
     app: AppState,
     agents: mpsc::Sender<rumqttc::Publish>,
     shutdown: watch::Receiver<bool>,
-    prices: super::config::Prices,
-    clock: Clock,
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut behind = false;
@@ -457,9 +454,6 @@ async fn mqtt_loop(
                         STATUS_ONLINE,
                     )
                     .await;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == tariff::topic(&topics) => {
-                tariff::on_message(&prices, &app.metrics, &p.payload, clock.now());
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 match agents.try_send(p) {
@@ -581,10 +575,16 @@ impl Loop {
         }
     }
 
-    /// Apply one agent message (telemetry, status) to the site state; a
+    /// Apply one message from the broker (agent telemetry and status, the
+    /// retained tariff) to the site state; a
     /// host's VM list lowers its batch VMs' remaining work by the CPU time
     /// they ran.
     fn ingest(&mut self, p: &rumqttc::Publish) {
+        if p.topic == tariff::topic(&self.topics) {
+            let now = self.clock.now();
+            tariff::on_message(&self.cfg.prices, &self.app.metrics, &p.payload, now);
+            return;
+        }
         let mut site = self.app.site.write().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = nodes::ingest(
             &mut site,

@@ -198,9 +198,6 @@ pub struct SiteState {
     pub finished: VecDeque<super::batch::FinishedJob>,
     /// VMs that two hosts report at once: frozen in place, flagged.
     pub conflicting_vms: std::collections::BTreeSet<String>,
-    /// The tariff in force and whether it is stale (`None` until the
-    /// tariff task first reports).
-    pub tariff: Option<super::tariff::TariffStatus>,
 }
 
 impl SiteState {

@@ -26,7 +26,6 @@ use tokio::sync::watch;
 use super::config::Prices;
 use super::metrics::Metrics;
 use super::run::Clock;
-use super::state::SiteState;
 
 /// How often the file is checked for a change and the status refreshed.
 const TICK: Duration = Duration::from_secs(2);
@@ -170,12 +169,13 @@ async fn poll_url(
     series::parse_text(&body)
 }
 
-/// Keep the live series up to date and its status on the site state and in
+/// Keep the live series up to date and its status in `status` (shown by
+/// `GET /api/v1/site`; the site state is the control loop's alone) and in
 /// `/metrics` until `shutdown`.
 pub fn spawn(
     prices: Prices,
     horizon_s: f64,
-    site: Arc<RwLock<SiteState>>,
+    status_out: Arc<RwLock<Option<TariffStatus>>>,
     metrics: Arc<Metrics>,
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
@@ -232,7 +232,7 @@ pub fn spawn(
                 }
             }
             metrics.observe_tariff(&status);
-            site.write().unwrap_or_else(|e| e.into_inner()).tariff = Some(status);
+            *status_out.write().unwrap_or_else(|e| e.into_inner()) = Some(status);
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
