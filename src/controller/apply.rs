@@ -60,25 +60,13 @@ pub fn power_ons(snap: &Snapshot, plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-/// Enforce the power-on rate limit: when `plan` switches on more than `max`
-/// servers, keep the first `max` (id order, deterministic) and forbid the
-/// others to switch in `snap`; returns whether a re-plan is needed.
-pub fn limit_power_ons(snap: &mut Snapshot, plan: &Plan, max: usize) -> bool {
-    let ons = power_ons(snap, plan);
-    if ons.len() <= max {
-        return false;
-    }
-    for id in &ons[max..] {
-        if let Some(s) = snap.servers.iter_mut().find(|s| &s.id == id) {
-            s.can_switch = false;
-        }
-    }
-    tracing::info!(
-        planned = ons.len(),
-        allowed = max,
-        "Power-ons above the rate limit; re-planning with the rest held off."
-    );
-    true
+/// The power-on rate limit: when `plan` switches on more than `max`
+/// servers, the first `max` (id order, deterministic) may switch and the
+/// others returned are held off for a re-plan; none when within the limit.
+pub fn held_off(snap: &Snapshot, plan: &Plan, max: usize) -> Vec<String> {
+    let mut ons = power_ons(snap, plan);
+    ons.drain(..max.min(ons.len()));
+    ons
 }
 
 /// Caps for the first step: planned power × (1 + headroom), per server on.
@@ -224,19 +212,13 @@ mod tests {
             .map(|s| s.id.clone())
             .collect();
         assert_eq!(off.len(), 3);
-        assert!(limit_power_ons(&mut snap, &plan, 1));
-        let frozen: Vec<&str> = snap
-            .servers
-            .iter()
-            .filter(|s| !s.on && !s.can_switch)
-            .map(|s| s.id.as_str())
-            .collect();
+        let frozen = held_off(&snap, &plan, 1);
         assert_eq!(
             frozen,
             [off[1].as_str(), off[2].as_str()],
             "the first in id order may switch"
         );
-        assert!(!limit_power_ons(&mut snap, &plan, off.len()));
+        assert!(held_off(&snap, &plan, off.len()).is_empty());
     }
 
     #[test]

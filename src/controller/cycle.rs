@@ -146,16 +146,16 @@ pub fn plan_period(
             held: &held,
         };
         let p = plan_once(planner, &mut src)?;
-        let ons = apply::power_ons(&p.snap, &p.plan);
-        if !held.is_empty() || ons.len() <= max_ons {
+        let extra = apply::held_off(&p.snap, &p.plan, max_ons);
+        if !held.is_empty() || extra.is_empty() {
             break p;
         }
         tracing::info!(
-            planned = ons.len(),
+            held_off = extra.len(),
             allowed = max_ons,
             "Power-ons above the rate limit; re-planning with the rest held off."
         );
-        held.extend(ons[max_ons..].iter().cloned());
+        held.extend(extra);
     };
     Ok(outcome(cfg, planned, plan_id, now, stale, site))
 }
